@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""One speaker-embedding job: the utterances of a wav.scp (or segments) -> <prefix>.ark/.scp."""
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from speechdump import engine
+from speechdump.audio import UtteranceError
+from speechdump.data import read_utterances
+from speechdump.extractors import available, load_extractor
+from speechdump.job import is_done, run_job
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--toolkit", default="resemblyzer", choices=available())
+    p.add_argument("--model", default="", help="local model path (toolkit's own layout)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch_seconds", type=float, default=60.0,
+                   help="upper bound on the audio seconds in one forward pass")
+    p.add_argument("--batch_size", type=int, default=64, help="upper bound on utterances per batch")
+    p.add_argument("--num_workers", type=int, default=2, help="loader threads")
+    p.add_argument("--num_threads", type=int, default=1, help="torch threads of this job")
+    p.add_argument("--skip_bad", type=str2bool, default=False,
+                   help="list bad utterances in <prefix>.bad_utts and go on")
+    p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
+    p.add_argument("wav_scp")
+    p.add_argument("out_prefix", help="writes <out_prefix>.ark, .scp, .utt2dur, .bad_utts")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.num_threads)
+
+    utterances = read_utterances(args.wav_scp, args.segments)
+    if is_done(args.out_prefix, utterances):
+        logging.info("%s.scp is complete (%d utterances): nothing to do", args.out_prefix,
+                     len(utterances))
+        return 0
+    extractor = load_extractor(args.toolkit, args.model, args.device)
+    options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
+                                   num_workers=args.num_workers, skip_bad=args.skip_bad)
+    try:
+        stats = run_job(utterances, extractor, args.out_prefix, options, desc=args.toolkit)
+    except UtteranceError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad", stats.done,
+                 stats.audio_seconds, stats.wall_seconds, len(stats.bad))
+    for utt_id, reason in stats.bad:
+        logging.warning("skipped bad utterance %s: %s", utt_id, reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Merging per-job scps, aligning them with the data dir, and checking the result.
+
+Shared by every stage: the final scp holds exactly the reference ids (``text``'s, or
+``wav.scp``'s when there is no text), in the reference order, one line each, every array of
+the same trailing dimension and finite.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import kaldiio
+import numpy as np
+
+from speechdump.data import read_table
+
+
+class AlignmentError(Exception):
+    """The outputs do not line up with the data dir; the message names the ids."""
+
+
+def _some(ids: Sequence[str], n: int = 10) -> str:
+    shown = ", ".join(ids[:n])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def merge_scps(paths: Iterable[str]) -> Dict[str, str]:
+    """Union of several scps (key -> ark location); a key in two of them is an error."""
+    merged: Dict[str, str] = {}
+    origin: Dict[str, str] = {}
+    for path in paths:
+        for key, location in read_table(path).items():
+            if key in merged:
+                raise AlignmentError(f"'{key}' is in both {origin[key]} and {path}")
+            merged[key] = location
+            origin[key] = path
+    return merged
+
+
+@dataclass
+class Alignment:
+    entries: List[Tuple[str, str]]  # (id, location) in reference order
+    dropped: List[str]  # extracted but not in the reference: left out
+    missing: List[str]  # in the reference with no output
+
+
+def align(entries: Dict[str, str], reference: Sequence[str]) -> Alignment:
+    kept = [(key, entries[key]) for key in reference if key in entries]
+    ref = set(reference)
+    return Alignment(entries=kept,
+                     dropped=[key for key in entries if key not in ref],
+                     missing=[key for key in reference if key not in entries])
+
+
+def require_complete(alignment: Alignment, excused: Optional[Dict[str, str]] = None) -> None:
+    """Fails when a reference id has no output, unless it is excused (e.g. listed in bad_utts)."""
+    missing = [key for key in alignment.missing if key not in (excused or {})]
+    if missing:
+        raise AlignmentError(f"{len(missing)} ids have no output: {_some(missing)}")
+
+
+def validate_scp(scp_path: str, reference: Sequence[str]) -> Tuple[int, ...]:
+    """Reads every array back; returns the common trailing shape. Raises naming the first bad id."""
+    keys: List[str] = []
+    shape: Optional[Tuple[int, ...]] = None
+    first_key = None
+    for key, array in kaldiio.load_scp_sequential(scp_path):
+        keys.append(key)
+        array = np.asarray(array)
+        if not np.isfinite(array).all():
+            raise AlignmentError(f"{scp_path}: '{key}' holds NaN or Inf")
+        trailing = array.shape[1:] if array.ndim > 1 else array.shape
+        if shape is None:
+            shape, first_key = trailing, key
+        elif trailing != shape:
+            raise AlignmentError(f"{scp_path}: '{key}' has shape {array.shape}, "
+                                 f"'{first_key}' has dimension {shape}")
+    if len(set(keys)) != len(keys):
+        dup = sorted(k for k, n in collections.Counter(keys).items() if n > 1)
+        raise AlignmentError(f"{scp_path}: duplicate ids: {_some(dup)}")
+    if keys != list(reference):
+        first = next((i for i, (a, b) in enumerate(zip(keys, reference)) if a != b),
+                     min(len(keys), len(reference)))
+        raise AlignmentError(f"{scp_path}: ids differ from the reference at line {first + 1} "
+                             f"({len(keys)} ids, {len(reference)} expected)")
+    return shape or ()

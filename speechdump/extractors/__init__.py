@@ -1,0 +1,25 @@
+"""Extractor registry: ``--toolkit`` names map to classes, imported only when chosen."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from speechdump.extractors.base import Extractor
+
+_REGISTRY = {
+    "resemblyzer": "speechdump.extractors.resemblyzer:ResemblyzerExtractor",
+}
+
+
+def available() -> list:
+    return sorted(_REGISTRY)
+
+
+def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu") -> Extractor:
+    """Builds the extractor named ``toolkit``; ``model`` is a local path (each toolkit's layout)."""
+    if toolkit not in _REGISTRY:
+        raise ValueError(f"unknown toolkit '{toolkit}'; choose from {', '.join(available())}")
+    module_name, class_name = _REGISTRY[toolkit].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(model=model or None, device=device)

@@ -1,0 +1,33 @@
+"""What every extractor provides to the engine."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, List
+
+import numpy as np
+
+
+class Extractor(abc.ABC):
+    """Turns waveforms into arrays in two steps the engine can overlap.
+
+    ``prepare`` runs in loader threads, one utterance at a time (per-utterance normalisation,
+    features, crops); it raises ``ValueError(reason)`` for audio the model cannot use.
+    ``forward`` runs the model on a batch of prepared items and returns one array each, trimmed
+    to that item's true length: the same array the item would give alone.
+    """
+
+    sample_rate: int  # the rate ``prepare`` expects its waveform at
+    min_seconds: float = 0.0  # shorter input is rejected as a bad utterance
+
+    @abc.abstractmethod
+    def prepare(self, wave: np.ndarray) -> Any:
+        ...
+
+    @abc.abstractmethod
+    def cost(self, prepared: Any) -> float:
+        """Seconds of audio the item puts through the model; batches are bounded by their sum."""
+
+    @abc.abstractmethod
+    def forward(self, batch: List[Any]) -> List[np.ndarray]:
+        ...

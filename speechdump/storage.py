@@ -1,0 +1,70 @@
+"""Kaldi ark/scp output with an atomic finish.
+
+A job writes its arrays to ``<prefix>.ark`` as they come and its index to ``<prefix>.scp.partial``;
+only ``commit()`` (after the ark is flushed to disk) renames the index to ``<prefix>.scp``. A job
+killed at any moment therefore leaves no scp line pointing into a partial ark, and the presence
+of ``<prefix>.scp`` means the job finished.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterator, Tuple
+
+import kaldiio
+import numpy as np
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class ArkScpWriter:
+    def __init__(self, ark_path: str, scp_path: str):
+        self.ark_path = ark_path
+        self.scp_path = scp_path
+        self._partial_scp = scp_path + PARTIAL_SUFFIX
+        self._ark = open(ark_path, "wb")
+        self._scp = open(self._partial_scp, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        if not key or any(c.isspace() for c in key):
+            raise ValueError(f"Kaldi keys cannot be empty or hold whitespace: {key!r}")
+        offset = self._ark.tell() + len(key.encode("utf-8")) + 1  # data follows "<key> "
+        kaldiio.save_ark(self._ark, {key: np.ascontiguousarray(array)})
+        self._scp.write(f"{key} {self.ark_path}:{offset}\n")
+        self.count += 1
+
+    def commit(self) -> None:
+        for f in (self._ark, self._scp):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        os.replace(self._partial_scp, self.scp_path)
+
+    def abort(self) -> None:
+        self._ark.close()
+        self._scp.close()
+        if os.path.exists(self._partial_scp):
+            os.remove(self._partial_scp)
+
+    def __enter__(self) -> "ArkScpWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_ark_scp(ark_path: str, scp_path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """Writes a whole dict at once, atomically."""
+    with ArkScpWriter(ark_path, scp_path) as writer:
+        for key, array in arrays.items():
+            writer.write(key, array)
+
+
+def read_scp(scp_path: str) -> Iterator[Tuple[str, np.ndarray]]:
+    """Arrays of an scp in file order, read lazily (one ark seek per entry)."""
+    for key, array in kaldiio.load_scp_sequential(scp_path):
+        yield key, array
