@@ -109,20 +109,22 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
         batch, batch_cost = [], 0.0
 
     workers = max(options.num_workers, 1)
-    with ThreadPoolExecutor(workers, thread_name_prefix="loader") as pool:
-        depth = max(options.prefetch, 2 * workers) if options.num_workers > 0 else 1
-        for utt, prepared, seconds in _in_order(pool, loader, utterances, depth):
-            if isinstance(prepared, UtteranceError):
-                if not options.skip_bad:
-                    raise prepared
-                stats.bad.append((utt.utt_id, prepared.reason))
-                bar.update(1)
-                continue
-            batch.append((utt, prepared, seconds))
-            batch_cost += extractor.cost(prepared)
-            if batch_cost >= options.batch_seconds or len(batch) >= options.batch_size:
-                flush()
-        flush()
-    bar.close()
+    depth = max(options.prefetch, 2 * workers) if options.num_workers > 0 else 1
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="loader") as pool:
+            for utt, prepared, seconds in _in_order(pool, loader, utterances, depth):
+                if isinstance(prepared, UtteranceError):
+                    if not options.skip_bad:
+                        raise prepared
+                    stats.bad.append((utt.utt_id, prepared.reason))
+                    bar.update(1)
+                    continue
+                batch.append((utt, prepared, seconds))
+                batch_cost += extractor.cost(prepared)
+                if batch_cost >= options.batch_seconds or len(batch) >= options.batch_size:
+                    flush()
+            flush()
+    finally:
+        bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats

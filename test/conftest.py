@@ -1,0 +1,69 @@
+"""Shared fixtures: the real speech samples as a Kaldi data dir, and an environment for stages."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "real_speech"
+
+
+def read_pairs(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").split(" ", 1) for line in f if line.strip()]
+
+
+def make_data_dir(dest: Path, keep=None) -> Path:
+    """The sample corpus as a data dir with absolute wav.scp paths (optionally only ``keep`` ids)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = (lambda key: key in keep) if keep is not None else (lambda key: True)
+    for name in ("wav.scp", "utt2spk", "text", "utt2dur"):
+        with open(dest / name, "w", encoding="utf-8") as out:
+            for key, value in read_pairs(SAMPLES / name):
+                if wanted(key):
+                    value = str(SAMPLES / value) if name == "wav.scp" else value
+                    out.write(f"{key} {value}\n")
+    spk2utt = subprocess.run([str(REPO / "utils" / "utt2spk_to_spk2utt.pl"), str(dest / "utt2spk")],
+                             check=True, capture_output=True, text=True).stdout
+    (dest / "spk2utt").write_text(spk2utt)
+    return dest
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_data_dir(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def sample_utterances():
+    """(utt id, absolute path) of every sample recording."""
+    return [(key, str(SAMPLES / value)) for key, value in read_pairs(SAMPLES / "wav.scp")]
+
+
+@pytest.fixture(scope="session")
+def stage_env():
+    """Environment in which stages find this interpreter as python3 and the utils."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{REPO / 'utils'}:{env['PATH']}"
+    env["LC_ALL"] = "C"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_stage(args, env, cwd=None, check=True):
+    """Runs scripts/extract_spk_embed.sh; returns the CompletedProcess (text, both streams)."""
+    proc = subprocess.run([str(REPO / "scripts" / "extract_spk_embed.sh"), *map(str, args)],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"stage failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_sample(name: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SAMPLES / "audio" / name, dest)
+    return dest

@@ -1,0 +1,168 @@
+"""scripts/extract_spk_embed.sh end to end on the real speech samples."""
+
+import os
+import shutil
+import subprocess
+
+import kaldiio
+import numpy as np
+import pytest
+
+from conftest import REPO, make_data_dir, read_pairs, run_stage
+
+TEXT_IDS = [key for key, _ in read_pairs(REPO / "samples" / "real_speech" / "text")]
+SHORT = {"arctic-aew-a0001", "arctic-aew-a0003", "ljspeech-lj-002-0020", "ljspeech-lj-002-0035",
+         "vctk-p238-165", "vctk-p225-003"}  # a quick subset: 4 speakers, 3 rates
+
+
+def load(scp):
+    return list(kaldiio.load_scp_sequential(str(scp)))
+
+
+@pytest.fixture(scope="module")
+def nj_runs(tmp_path_factory, stage_env):
+    """The full sample corpus extracted with --nj 1 and --nj 3 (relative paths, run from its dir)."""
+    base = tmp_path_factory.mktemp("nj")
+    make_data_dir(base / "data")
+    runs = {}
+    for nj in (1, 3):
+        proc = run_stage(["--nj", nj, "data", f"out{nj}"], stage_env, cwd=base)
+        runs[nj] = (base / f"out{nj}", proc)
+    return base, runs
+
+
+def test_nj_does_not_change_keys_order_or_values(nj_runs, monkeypatch):
+    base, runs = nj_runs
+    monkeypatch.chdir(base)  # ark paths in the scps are relative to where the stage ran, as in Kaldi
+    for name in ("resemblyzer.scp", "spk_resemblyzer.scp"):
+        one, three = load(runs[1][0] / name), load(runs[3][0] / name)
+        assert [k for k, _ in one] == [k for k, _ in three]
+        diff = max(np.abs(a - b).max() for (_, a), (_, b) in zip(one, three))
+        assert diff <= 1e-6, f"{name}: max abs difference {diff}"
+
+
+def test_output_is_aligned_with_text(nj_runs, monkeypatch):
+    base, runs = nj_runs
+    monkeypatch.chdir(base)
+    out, proc = runs[3]
+    utts = load(out / "resemblyzer.scp")
+    assert [k for k, _ in utts] == TEXT_IDS
+    assert all(v.shape == (256,) and np.isfinite(v).all() for _, v in utts)
+    utt2spk = dict(read_pairs(base / "data" / "utt2spk"))
+    speakers = sorted({utt2spk[u] for u in TEXT_IDS})
+    spk = load(out / "spk_resemblyzer.scp")
+    assert [k for k, _ in spk] == speakers
+    for speaker, mean in spk:  # the L2-normalised mean of that speaker's utterances
+        own = np.mean([v for u, v in utts if utt2spk[u] == speaker], axis=0)
+        np.testing.assert_allclose(mean, own / np.linalg.norm(own), atol=1e-6)
+    assert kaldiio.load_scp(str(out / "resemblyzer.scp"))[TEXT_IDS[0]].shape == (256,)
+
+
+def test_ids_without_text_are_dropped_and_listed(nj_runs):
+    _, runs = nj_runs
+    out, proc = runs[3]
+    dropped = [key for key, _ in read_pairs(out / "dropped_utts")]
+    assert len(dropped) == 11 and "ls-6829-rtvc00000" in dropped
+    assert "dropped 11 ids not in" in proc.stdout and "ls-6829-rtvc00000" in proc.stdout
+    assert "15 utterances, 8 speakers" in proc.stdout
+    assert "h of audio" in proc.stdout and "wall time" in proc.stdout
+
+
+def test_rerun_skips_finished_jobs(nj_runs, stage_env, monkeypatch):
+    base, runs = nj_runs
+    monkeypatch.chdir(base)
+    before = load(runs[3][0] / "resemblyzer.scp")
+    run_stage(["--nj", 3, "data", "out3"], stage_env, cwd=base)
+    for job in (1, 2, 3):
+        assert "nothing to do" in (base / "out3" / "log" / f"extract.{job}.log").read_text()
+    after = load(runs[3][0] / "resemblyzer.scp")
+    assert [k for k, _ in after] == [k for k, _ in before]
+
+
+def test_a_lost_job_is_redone_alone(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    out = tmp_path / "out"
+    run_stage(["--nj", 2, data, out], stage_env)
+    first = load(out / "resemblyzer.scp")
+    os.remove(out / "split2" / "resemblyzer.2.scp")  # as if job 2 had been killed
+    run_stage(["--nj", 2, data, out], stage_env)
+    assert "nothing to do" in (out / "log" / "extract.1.log").read_text()
+    assert "nothing to do" not in (out / "log" / "extract.2.log").read_text()
+    again = load(out / "resemblyzer.scp")
+    assert [k for k, _ in again] == [k for k, _ in first]
+    assert max(np.abs(a - b).max() for (_, a), (_, b) in zip(first, again)) <= 1e-6
+
+
+def test_without_text_every_wav_scp_id_is_kept(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT | {"ls-6829-rtvc00000"})
+    os.remove(data / "text")
+    run_stage(["--nj", 2, data, tmp_path / "out"], stage_env)
+    keys = [k for k, _ in load(tmp_path / "out" / "resemblyzer.scp")]
+    assert keys == [k for k, _ in read_pairs(data / "wav.scp")]
+
+
+def test_text_id_without_audio_fails_naming_it(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    with open(data / "text", "a") as f:
+        f.write("zz-no-audio-0001 HELLO\n")
+    proc = run_stage(["--nj", 2, data, tmp_path / "out"], stage_env, check=False)
+    assert proc.returncode != 0
+    assert "1 ids have no output: zz-no-audio-0001" in proc.stderr
+    assert not (tmp_path / "out" / "resemblyzer.scp").exists()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda p: os.remove(p), "no such file"),
+    (lambda p: open(p, "wb").write(b"RIFF0000WAVEfmt " + os.urandom(300)), "cannot read audio"),
+])
+def test_bad_audio_fails_naming_utterance_and_file(tmp_path, stage_env, damage, reason):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    victim = tmp_path / "audio" / "vctk-p238-165.wav"
+    victim.parent.mkdir()
+    shutil.copy(REPO / "samples" / "real_speech" / "audio" / victim.name, victim)
+    lines = (data / "wav.scp").read_text().splitlines()
+    (data / "wav.scp").write_text("".join(
+        (f"vctk-p238-165 {victim}" if line.startswith("vctk-p238-165 ") else line) + "\n"
+        for line in lines))
+    damage(victim)
+    proc = run_stage(["--nj", 2, data, tmp_path / "out"], stage_env, check=False)
+    assert proc.returncode != 0
+    assert "ERROR: utterance 'vctk-p238-165'" in proc.stderr
+    assert str(victim) in proc.stderr and reason in proc.stderr
+    assert not (tmp_path / "out" / "resemblyzer.scp").exists()
+    # The other job finished and is kept for the rerun.
+    done = [f for f in os.listdir(tmp_path / "out" / "split2") if f.endswith(".scp")]
+    assert len(done) == 1
+
+
+def test_skip_bad_lists_the_bad_and_keeps_the_rest(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    lines = (data / "wav.scp").read_text().replace(
+        str(REPO / "samples" / "real_speech" / "audio" / "vctk-p225-003.wav"),
+        str(tmp_path / "gone.wav"))
+    (data / "wav.scp").write_text(lines)
+    proc = run_stage(["--nj", 2, "--skip_bad", "true", data, tmp_path / "out"], stage_env)
+    keys = [k for k, _ in load(tmp_path / "out" / "resemblyzer.scp")]
+    assert keys == sorted(SHORT - {"vctk-p225-003"})
+    bad = dict(read_pairs(tmp_path / "out" / "bad_utts"))
+    assert list(bad) == ["vctk-p225-003"] and "no such file" in bad["vctk-p225-003"]
+    assert "skipped 1 bad utterances: vctk-p225-003" in proc.stdout
+
+
+def test_usage_and_missing_inputs(tmp_path, stage_env):
+    proc = run_stage([tmp_path], stage_env, check=False)
+    assert proc.returncode == 1 and "Usage:" in proc.stderr
+    proc = run_stage([tmp_path / "nowhere", tmp_path / "out"], stage_env, check=False)
+    assert proc.returncode == 1 and f"{tmp_path}/nowhere/wav.scp is missing" in proc.stderr
+
+
+def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
+    recipe = REPO / "egs" / "sample_speakers" / "spk1"
+    proc = subprocess.run(["./run.sh", "--nj", "2", "--data", str(tmp_path / "data" / "sample"),
+                           "--dumpdir", str(tmp_path / "dump")],
+                          cwd=recipe, env=stage_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "dump" / "resemblyzer" / "sample"
+    assert [k for k, _ in load(out / "resemblyzer.scp")] == TEXT_IDS
+    assert len(load(out / "spk_resemblyzer.scp")) == 8
+    assert "same-speaker pairs score higher than different-speaker pairs" in proc.stdout
