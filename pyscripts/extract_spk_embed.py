@@ -31,6 +31,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="upper bound on the audio seconds in one forward pass")
     p.add_argument("--batch_size", type=int, default=64, help="upper bound on utterances per batch")
     p.add_argument("--num_workers", type=int, default=2, help="loader threads")
+    p.add_argument("--sort_window", type=int, default=128,
+                   help="utterances sorted by length together (bounds memory and write latency)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads of this job")
     p.add_argument("--skip_bad", type=str2bool, default=False,
                    help="list bad utterances in <prefix>.bad_utts and go on")
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
         return 0
     extractor = load_extractor(args.toolkit, args.model, args.device)
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, skip_bad=args.skip_bad)
+                                   num_workers=args.num_workers, sort_window=args.sort_window,
+                                   skip_bad=args.skip_bad)
     try:
         stats = run_job(utterances, extractor, args.out_prefix, options, desc=args.toolkit)
     except UtteranceError as exc:

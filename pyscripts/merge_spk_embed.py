@@ -26,6 +26,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the data dir's utterance list (segments or wav.scp)")
     p.add_argument("--text", default=None, help="reference ids and order; else source_ids")
     p.add_argument("--utt2spk", required=True)
+    p.add_argument("--utt_norm", choices=["true", "false"], default="false",
+                   help="L2-normalise utterance vectors before averaging them")
     p.add_argument("--spk_norm", choices=["true", "false"], default="true",
                    help="L2-normalise each speaker's mean vector")
     p.add_argument("--start_time", type=float, default=None, help="stage start (epoch seconds)")
@@ -71,6 +73,7 @@ def merge(args) -> None:
     if no_speaker:
         raise AlignmentError(f"ids missing from {args.utt2spk}: {listing(no_speaker)}")
     means = speaker_means(kaldiio.load_scp_sequential(out_scp), utt2spk,
+                          normalize_utts=args.utt_norm == "true",
                           normalize=args.spk_norm == "true")
     spk_prefix = os.path.join(args.out_dir, f"spk_{args.tag}")
     write_ark_scp(spk_prefix + ".ark", spk_prefix + ".scp", means)
@@ -84,7 +87,8 @@ def merge(args) -> None:
           f"({seconds / wall:.1f} s of audio per second), dimension {dim[-1]}")
     print(f"utterances: {out_scp}")
     print(f"speakers:   {spk_prefix}.scp ({'L2-normalised ' if args.spk_norm == 'true' else ''}"
-          f"mean of each speaker's utterances)")
+          f"mean of each speaker's {'L2-normalised ' if args.utt_norm == 'true' else ''}"
+          f"utterance vectors)")
     if dropped:
         print(f"dropped {len(dropped)} ids not in {args.text}: {listing(dropped)} "
               f"(list in {args.out_dir}/dropped_utts)")

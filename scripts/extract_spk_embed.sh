@@ -18,8 +18,10 @@ device=cpu           # cpu, cuda (each job gets its own GPU through the launcher
 batch_seconds=60     # upper bound on audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
+sort_window=128      # utterances sorted by length together; bounds memory and write latency
 num_threads=1        # torch threads per job: nj x num_threads should not exceed the cores
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
+utt_norm=false       # L2-normalise utterance vectors before averaging them per speaker
 spk_norm=true        # L2-normalise speaker means
 tag=                 # output name; default: the toolkit name
 python=python3
@@ -30,7 +32,8 @@ there is no text, in that order) and <out_dir>/spk_<tag>.scp (one mean vector pe
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <path> --device <$device>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
-  --num_threads <$num_threads> --skip_bad <$skip_bad> --spk_norm <$spk_norm> --tag <name>
+  --sort_window <$sort_window> --num_threads <$num_threads> --skip_bad <$skip_bad>
+  --utt_norm <$utt_norm> --spk_norm <$spk_norm> --tag <name>
   --python <$python>"
 
 . "$root/utils/parse_options.sh"
@@ -95,7 +98,8 @@ if ! $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \
         "$python" "$root/pyscripts/extract_spk_embed.py" \
         --toolkit "$toolkit" ${model:+--model "$model"} --device "$device" \
         --batch_seconds "$batch_seconds" --batch_size "$batch_size" \
-        --num_workers "$num_workers" --num_threads "$num_threads" --skip_bad "$skip_bad" \
+        --num_workers "$num_workers" --sort_window "$sort_window" \
+        --num_threads "$num_threads" --skip_bad "$skip_bad" \
         "${job_input[@]}" "$split/$tag.JOB"; then
     log "ERROR: extraction failed; the errors in the job logs:"
     grep -h "^ERROR" "$out"/log/extract.*.log | head -n 20 >&2 || true
@@ -105,5 +109,5 @@ fi
 log "merging $nj jobs, averaging speakers, aligning with ${text_opt[1]:-$source_list}"
 "$python" "$root/pyscripts/merge_spk_embed.py" --tag "$tag" --nj "$nj" \
     --source_ids "$source_list" "${text_opt[@]}" --utt2spk "$data/utt2spk" \
-    --spk_norm "$spk_norm" --start_time "$stage_start" "$split" "$out"
+    --utt_norm "$utt_norm" --spk_norm "$spk_norm" --start_time "$stage_start" "$split" "$out"
 log "done: $out/$tag.scp $out/spk_$tag.scp"

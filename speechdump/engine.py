@@ -1,14 +1,17 @@
 """The extraction loop of one job: prefetching loader threads -> batched forward -> ordered writer.
 
 Loader threads decode, resample (once per utterance, through a shared resampler cache) and run
-the extractor's per-utterance ``prepare`` ahead of the model, at most ``prefetch`` utterances
-ahead so memory stays bounded. Batches are bounded by total audio seconds and by count; results
-are written in the job's input order whatever the batch composition.
+the extractor's per-utterance ``prepare`` ahead of the model. Utterances are taken in windows of
+``sort_window``; each window is sorted by length and cut into batches bounded by padded audio
+seconds and by count, so padding stays small, while the next window loads. Results are written
+in the job's input order, so output never depends on batch composition or thread timing.
+Memory is bounded by two windows of prepared utterances.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +22,17 @@ import numpy as np
 from tqdm import tqdm
 
 from speechdump.audio import ResamplerCache, UtteranceError, load_audio
+from speechdump.batching import plan_batches
 from speechdump.data import Utterance
 from speechdump.extractors.base import Extractor
 
 
 @dataclass
 class EngineOptions:
-    batch_seconds: float = 60.0
+    batch_seconds: float = 60.0  # padded audio seconds per forward pass
     batch_size: int = 64
     num_workers: int = 2
-    prefetch: int = 64
+    sort_window: int = 128  # utterances sorted by length together
     skip_bad: bool = False
     progress: bool = True
 
@@ -51,6 +55,12 @@ def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: in
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    it = iter(iterable)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 class _Loader:
@@ -90,41 +100,43 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     loader = _Loader(extractor)
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", file=sys.stderr,
                disable=not options.progress, mininterval=1.0 if sys.stderr.isatty() else 10.0)
-    batch: list = []
-    batch_cost = 0.0
-
-    def flush():
-        nonlocal batch, batch_cost
-        if not batch:
-            return
-        outputs = extractor.forward([prepared for _, prepared, _ in batch])
-        for (utt, _, seconds), array in zip(batch, outputs):
-            write(utt.utt_id, array)
-            stats.done += 1
-            stats.audio_seconds += seconds
-            stats.durations.append((utt.utt_id, seconds))
-        bar.update(len(batch))
-        bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h",
-                        rtf=f"{stats.audio_seconds / max(time.time() - start, 1e-9):.1f}x")
-        batch, batch_cost = [], 0.0
-
-    workers = max(options.num_workers, 1)
-    depth = max(options.prefetch, 2 * workers) if options.num_workers > 0 else 1
+    window = max(options.sort_window, 1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="loader") as pool:
-            for utt, prepared, seconds in _in_order(pool, loader, utterances, depth):
-                if isinstance(prepared, UtteranceError):
-                    if not options.skip_bad:
+        with ThreadPoolExecutor(max(options.num_workers, 1), thread_name_prefix="loader") as pool:
+            # Two windows in flight: the next one loads while the model runs on this one.
+            depth = 2 * window if options.num_workers > 0 else 1
+            for chunk in _chunks(_in_order(pool, loader, utterances, depth), window):
+                good = []
+                for utt, prepared, seconds in chunk:
+                    if not isinstance(prepared, UtteranceError):
+                        good.append((utt, prepared, seconds))
+                    elif options.skip_bad:
+                        stats.bad.append((utt.utt_id, prepared.reason))
+                    else:
                         raise prepared
-                    stats.bad.append((utt.utt_id, prepared.reason))
-                    bar.update(1)
-                    continue
-                batch.append((utt, prepared, seconds))
-                batch_cost += extractor.cost(prepared)
-                if batch_cost >= options.batch_seconds or len(batch) >= options.batch_size:
-                    flush()
-            flush()
+                bar.update(len(chunk) - len(good))
+                outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar)
+                for (utt, _, seconds), array in zip(good, outputs):
+                    write(utt.utt_id, array)
+                    stats.done += 1
+                    stats.audio_seconds += seconds
+                    stats.durations.append((utt.utt_id, seconds))
+                bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h",
+                                speed=f"{stats.audio_seconds / max(time.time() - start, 1e-9):.1f}x")
     finally:
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats
+
+
+def _forward_window(extractor: Extractor, items: list, options: EngineOptions,
+                    bar: tqdm) -> List[np.ndarray]:
+    """Runs a window of prepared items in length-sorted batches; outputs in the items' order."""
+    costs = [extractor.cost(item) for item in items]
+    outputs: List[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
+    for indices in plan_batches(costs, options.batch_seconds, options.batch_size,
+                                extractor.batch_cost, extractor.equal_lengths_only):
+        for i, array in zip(indices, extractor.forward([items[i] for i in indices])):
+            outputs[i] = array
+        bar.update(len(indices))
+    return outputs

@@ -67,3 +67,27 @@ def copy_sample(name: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(SAMPLES / "audio" / name, dest)
     return dest
+
+
+def make_segments_data_dir(dest: Path, piece_seconds: float) -> Path:
+    """Every sample recording cut into consecutive pieces: many real-speech utterances."""
+    dest.mkdir(parents=True, exist_ok=True)
+    durations = dict(read_pairs(SAMPLES / "utt2dur"))
+    wav, segments, utt2spk, utt2dur = [], [], [], []
+    speakers = dict(read_pairs(SAMPLES / "utt2spk"))
+    for reco, path in read_pairs(SAMPLES / "wav.scp"):
+        wav.append(f"{reco} {SAMPLES / path}\n")
+        start, index = 0.0, 0
+        while start + piece_seconds <= float(durations[reco]):
+            utt = f"{reco}-{index:03d}"
+            segments.append(f"{utt} {reco} {start:.2f} {start + piece_seconds:.2f}\n")
+            utt2spk.append(f"{utt} {speakers[reco]}\n")
+            utt2dur.append(f"{utt} {piece_seconds:.2f}\n")
+            start, index = start + piece_seconds, index + 1
+    for name, lines in (("wav.scp", wav), ("segments", segments), ("utt2spk", utt2spk),
+                        ("utt2dur", utt2dur)):
+        (dest / name).write_text("".join(sorted(lines)))
+    spk2utt = subprocess.run([str(REPO / "utils" / "utt2spk_to_spk2utt.pl"), str(dest / "utt2spk")],
+                             check=True, capture_output=True, text=True).stdout
+    (dest / "spk2utt").write_text(spk2utt)
+    return dest

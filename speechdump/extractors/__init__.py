@@ -9,6 +9,9 @@ from speechdump.extractors.base import Extractor
 
 _REGISTRY = {
     "resemblyzer": "speechdump.extractors.resemblyzer:ResemblyzerExtractor",
+    "speechbrain": "speechdump.extractors.speechbrain:SpeechBrainExtractor",
+    "espnet": "speechdump.extractors.espnet:ESPnetExtractor",
+    "rawnet": "speechdump.extractors.espnet:RawNet3Extractor",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, List
+from typing import Any, List, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class Extractor(abc.ABC):
 
     sample_rate: int  # the rate ``prepare`` expects its waveform at
     min_seconds: float = 0.0  # shorter input is rejected as a bad utterance
+    # True when the model cannot be told true lengths (no masks): the engine then batches only
+    # items of identical cost, so no item is ever padded.
+    equal_lengths_only: bool = False
 
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:
@@ -26,7 +29,11 @@ class Extractor(abc.ABC):
 
     @abc.abstractmethod
     def cost(self, prepared: Any) -> float:
-        """Seconds of audio the item puts through the model; batches are bounded by their sum."""
+        """Seconds of audio the item puts through the model: the sort key for batching."""
+
+    def batch_cost(self, costs: Sequence[float]) -> float:
+        """Seconds a batch of these items costs; by default padded to its longest item."""
+        return max(costs) * len(costs)
 
     @abc.abstractmethod
     def forward(self, batch: List[Any]) -> List[np.ndarray]:

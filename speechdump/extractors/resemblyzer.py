@@ -56,6 +56,9 @@ class ResemblyzerExtractor(Extractor):
 
         return len(partials) * hparams.partials_n_frames * hparams.mel_window_step / 1000
 
+    def batch_cost(self, costs) -> float:
+        return sum(costs)  # partial windows are stacked, never padded
+
     def forward(self, batch: List[np.ndarray]) -> List[np.ndarray]:
         mels = torch.from_numpy(np.concatenate(batch)).to(self.device)
         with torch.inference_mode():

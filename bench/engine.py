@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Engine throughput against a per-utterance sequential loop with the same model.
+
+The sequential loop is how a plain extraction script works: for each utterance, decode it,
+resample it, run the model on it alone, keep the vector. The engine decodes and resamples in
+loader threads ahead of the model and runs length-sorted batches. Both run in this process,
+one after the other, on the real speech samples repeated to about ``--minutes`` of audio, and
+the ratio of their throughputs (audio seconds per wall second) is printed.
+
+    tools/venv/bin/python bench/engine.py --toolkits resemblyzer,speechbrain --minutes 10
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
+
+from speechdump import engine  # noqa: E402
+from speechdump.data import Utterance, read_table  # noqa: E402
+from speechdump.extractors import load_extractor  # noqa: E402
+
+SAMPLES = REPO / "samples" / "real_speech"
+
+
+def corpus(minutes: float):
+    """The sample recordings repeated until they hold about ``minutes`` of audio."""
+    recordings = [(utt, str(SAMPLES / path)) for utt, path in read_table(SAMPLES / "wav.scp").items()]
+    total = sum(float(d) for d in read_table(SAMPLES / "utt2dur").values())
+    copies = max(1, math.ceil(minutes * 60 / total))
+    return [Utterance(f"{utt}-copy{c}", path) for c in range(copies) for utt, path in recordings]
+
+
+def sequential_resemblyzer(utterances, device):
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    encoder = VoiceEncoder(device=device, verbose=False)
+    out = {}
+    for utt in utterances:
+        samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
+        out[utt.utt_id] = encoder.embed_utterance(preprocess_wav(samples.mean(axis=1), rate))
+    return out
+
+
+def sequential_speechbrain(utterances, device, model):
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    classifier = EncoderClassifier.from_hparams(source=model, savedir=model,
+                                                run_opts={"device": device})
+    out = {}
+    for utt in utterances:
+        samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
+        wave = torch.from_numpy(samples.mean(axis=1))
+        wave = torchaudio.functional.resample(wave, rate, 16000)
+        with torch.inference_mode():
+            out[utt.utt_id] = classifier.encode_batch(wave[None].to(device)).squeeze().cpu().numpy()
+    return out
+
+
+def build_speechbrain_ecapa(dest):
+    from build_speechbrain_model import build
+
+    return build(dest, kind="ecapa", channels=[1024, 1024, 1024, 1024, 3072])
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--toolkits", default="resemblyzer,speechbrain")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch_seconds", type=float, default=120.0)
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads, the same for both loops")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    utterances = corpus(args.minutes)
+    print(f"corpus: {len(utterances)} utterances (real speech samples repeated), device "
+          f"{args.device}, torch threads {args.threads}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        for toolkit in args.toolkits.split(","):
+            model = build_speechbrain_ecapa(Path(tmp) / "ecapa") if toolkit == "speechbrain" else None
+            if toolkit == "speechbrain":
+                sequential = lambda: sequential_speechbrain(utterances, args.device, str(model))
+            else:
+                sequential = lambda: sequential_resemblyzer(utterances, args.device)
+            extractor = load_extractor(toolkit, str(model) if model else None, args.device)
+            batched = {}
+            options = engine.EngineOptions(batch_seconds=args.batch_seconds,
+                                           num_workers=args.num_workers, progress=False)
+            stats, engine_wall = timed(lambda: engine.run(utterances, extractor,
+                                                          batched.__setitem__, options))
+            reference, seq_wall = timed(sequential)
+            audio = stats.audio_seconds
+            worst = min(float(batched[u] @ reference[u] / np.linalg.norm(batched[u])
+                              / np.linalg.norm(reference[u])) for u in reference)
+            print(f"{toolkit}: {audio:.0f} s of audio | sequential {seq_wall:.1f} s "
+                  f"({audio / seq_wall:.1f} s/s) | engine {engine_wall:.1f} s "
+                  f"({audio / engine_wall:.1f} s/s) | speed-up {seq_wall / engine_wall:.2f}x "
+                  f"| lowest cosine engine vs sequential {worst:.5f}")
+
+
+if __name__ == "__main__":
+    main()
