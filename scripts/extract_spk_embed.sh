@@ -14,7 +14,8 @@ nj=4                 # number of parallel jobs
 cmd=run.pl           # launcher with Kaldi's command line (run.pl, slurm.pl, queue.pl, ...)
 toolkit=resemblyzer  # resemblyzer
 model=               # local model path in the toolkit's layout; empty: the toolkit's default
-device=cpu           # cpu, cuda (each job gets its own GPU through the launcher's --gpu 1)
+device=cpu           # cpu; cuda: each job gets its own GPU through the launcher's --gpu 1;
+                     # cuda:N: every job uses GPU N as the machine numbers it (no --gpu)
 batch_seconds=60     # upper bound on audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
@@ -91,7 +92,7 @@ else
 fi
 
 gpu_opt=()
-[[ $device == cuda* ]] && gpu_opt=(--gpu 1)
+[ "$device" = cuda ] && gpu_opt=(--gpu 1)
 log "extracting $num_utts utterances with $toolkit in $nj jobs (logs: $out/log/extract.*.log)"
 # $cmd is word-split on purpose: it may carry launcher options ("slurm.pl --mem 8G").
 if ! $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \

@@ -7,6 +7,7 @@ import subprocess
 import kaldiio
 import numpy as np
 import pytest
+import soundfile
 
 from conftest import REPO, make_data_dir, read_pairs, run_stage
 
@@ -135,18 +136,62 @@ def test_bad_audio_fails_naming_utterance_and_file(tmp_path, stage_env, damage, 
     assert len(done) == 1
 
 
-def test_skip_bad_lists_the_bad_and_keeps_the_rest(tmp_path, stage_env):
+def _with_bad_files(tmp_path):
+    """SHORT plus four bad utterances: corrupt, empty, 0.05 s and missing (sorted among them)."""
     data = make_data_dir(tmp_path / "data", keep=SHORT)
-    lines = (data / "wav.scp").read_text().replace(
-        str(REPO / "samples" / "real_speech" / "audio" / "vctk-p225-003.wav"),
-        str(tmp_path / "gone.wav"))
-    (data / "wav.scp").write_text(lines)
+    audio = REPO / "samples" / "real_speech" / "audio"
+    samples, rate = soundfile.read(audio / "arctic-aew-a0002.wav", dtype="float32")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x07" * 200)
+    (bad / "empty.flac").write_bytes(b"")
+    soundfile.write(bad / "blip.wav", samples[:800], rate)
+    entries = {"arctic-aew-b-corrupt": bad / "corrupt.wav", "arctic-aew-c-empty": bad / "empty.flac",
+               "arctic-aew-d-blip": bad / "blip.wav", "arctic-aew-e-missing": bad / "missing.wav"}
+    for name in ("wav.scp", "utt2spk", "text"):
+        lines = (data / name).read_text().splitlines()
+        value = {"wav.scp": None, "utt2spk": "arctic-aew", "text": "SOME TEXT"}[name]
+        lines += [f"{utt} {path if value is None else value}" for utt, path in entries.items()]
+        (data / name).write_text("".join(f"{line}\n" for line in sorted(lines)))
+    os.remove(data / "utt2dur")
+    spk2utt = subprocess.run([str(REPO / "utils" / "utt2spk_to_spk2utt.pl"), str(data / "utt2spk")],
+                             check=True, capture_output=True, text=True).stdout
+    (data / "spk2utt").write_text(spk2utt)
+    return data, entries
+
+
+def test_skip_bad_lists_the_bad_and_keeps_the_rest(tmp_path, stage_env):
+    data, entries = _with_bad_files(tmp_path)
     proc = run_stage(["--nj", 2, "--skip_bad", "true", data, tmp_path / "out"], stage_env)
     keys = [k for k, _ in load(tmp_path / "out" / "resemblyzer.scp")]
-    assert keys == sorted(SHORT - {"vctk-p225-003"})
+    assert keys == sorted(SHORT)
     bad = dict(read_pairs(tmp_path / "out" / "bad_utts"))
-    assert list(bad) == ["vctk-p225-003"] and "no such file" in bad["vctk-p225-003"]
-    assert "skipped 1 bad utterances: vctk-p225-003" in proc.stdout
+    assert sorted(bad) == sorted(entries)
+    assert "cannot read audio" in bad["arctic-aew-b-corrupt"]
+    assert "empty" in bad["arctic-aew-c-empty"]
+    assert "too short: 0.050 s" in bad["arctic-aew-d-blip"]
+    assert "no such file" in bad["arctic-aew-e-missing"]
+    assert "skipped 4 bad utterances" in proc.stdout
+
+
+def test_without_skip_bad_the_first_bad_utterance_stops_the_stage(tmp_path, stage_env):
+    data, entries = _with_bad_files(tmp_path)
+    proc = run_stage(["--nj", 1, data, tmp_path / "out"], stage_env, check=False)
+    assert proc.returncode != 0
+    first = "arctic-aew-b-corrupt"
+    assert f"ERROR: utterance '{first}' ({entries[first]}): cannot read audio" in proc.stderr
+    assert not (tmp_path / "out" / "resemblyzer.scp").exists()
+
+
+def test_batch_seconds_does_not_change_outputs(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    runs = {}
+    for seconds in (1, 30, 300):
+        run_stage(["--nj", 1, "--batch_seconds", seconds, data, tmp_path / f"b{seconds}"], stage_env)
+        runs[seconds] = load(tmp_path / f"b{seconds}" / "resemblyzer.scp")
+    for seconds in (1, 30):
+        assert [k for k, _ in runs[seconds]] == [k for k, _ in runs[300]]
+        assert max(np.abs(a - b).max() for (_, a), (_, b) in zip(runs[seconds], runs[300])) <= 1e-6
 
 
 def test_usage_and_missing_inputs(tmp_path, stage_env):
@@ -165,4 +210,6 @@ def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
     out = tmp_path / "dump" / "resemblyzer" / "sample"
     assert [k for k, _ in load(out / "resemblyzer.scp")] == TEXT_IDS
     assert len(load(out / "spk_resemblyzer.scp")) == 8
-    assert "same-speaker pairs score higher than different-speaker pairs" in proc.stdout
+    assert "EER over all utterance pairs: 0.00 %" in proc.stdout
+    assert (out / "report" / "resemblyzer.png").stat().st_size > 10_000
+    assert "same-speaker cosine" in (out / "report" / "resemblyzer.txt").read_text()

@@ -20,7 +20,7 @@ dumpdir=dump
 
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--nj N] [--toolkit NAME] [--model PATH]
   [--device cpu|cuda] [--tag NAME] [--data DIR] [--dumpdir DIR]
-Stages: 1 data preparation, 2 data dir checks, 3 speaker embeddings, 4 similarity summary."
+Stages: 1 data preparation, 2 data dir checks, 3 speaker embeddings, 4 report."
 
 . ./path.sh
 . ./cmd.sh
@@ -50,7 +50,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-    log "stage 4: same- vs different-speaker cosine similarity"
-    python3 pyscripts/spk_similarity.py "$out/$tag.scp" "$data/utt2spk"
+    log "stage 4: report (EER, same/different-speaker cosines, projection, speaker heatmap)"
+    python3 pyscripts/spk_report.py --title "$tag on $(basename "$data")" \
+        "$out/$tag.scp" "$out/spk_$tag.scp" "$data/utt2spk" "$out/report/$tag"
     log "outputs: $PWD/$out/$tag.scp (utterances), $PWD/$out/spk_$tag.scp (speakers)"
 fi

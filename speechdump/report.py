@@ -1,0 +1,134 @@
+"""A speaker-embedding report: EER and cosine statistics over utterance pairs, a 2-D projection
+coloured by speaker and a speaker-by-speaker cosine heatmap, so a user sees at a glance whether
+the embeddings separate speakers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Mapping, Tuple
+
+import numpy as np
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def pair_scores(vectors: Mapping[str, np.ndarray],
+                utt2spk: Mapping[str, str]) -> Tuple[np.ndarray, np.ndarray]:
+    """Cosine of every utterance pair -> (scores, same_speaker flags)."""
+    ids = list(vectors)
+    unit = _unit(np.stack([vectors[u] for u in ids]).astype(np.float64))
+    cos = unit @ unit.T
+    rows, cols = np.triu_indices(len(ids), k=1)
+    speakers = np.array([utt2spk[u] for u in ids])
+    return cos[rows, cols], speakers[rows] == speakers[cols]
+
+
+def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> Tuple[float, float]:
+    """(EER, threshold): where false acceptances of different-speaker pairs equal false
+    rejections of same-speaker pairs, interpolated between the two nearest thresholds."""
+    if same.all() or not same.any():
+        raise ValueError("EER needs both same-speaker and different-speaker pairs")
+    order = np.argsort(-scores, kind="stable")
+    scores, same = scores[order], same[order]
+    # Accepting everything scoring >= scores[i]:
+    far = np.cumsum(~same) / (~same).sum()
+    frr = 1 - np.cumsum(same) / same.sum()
+    i = int(np.argmax(far >= frr))  # first crossing
+    if i == 0:
+        return float((far[0] + frr[0]) / 2), float(scores[0])
+    # Linear interpolation of the crossing between points i-1 and i.
+    d0, d1 = frr[i - 1] - far[i - 1], frr[i] - far[i]
+    t = d0 / (d0 - d1) if d0 != d1 else 0.0
+    eer = far[i - 1] + t * (far[i] - far[i - 1])
+    return float(eer), float(scores[i - 1] + t * (scores[i] - scores[i - 1]))
+
+
+@dataclass
+class Report:
+    utterances: int
+    speakers: int
+    eer: float
+    threshold: float
+    same: Tuple[float, float, float, int]  # mean, std, min, pairs
+    diff: Tuple[float, float, float, int]  # mean, std, max, pairs
+
+    def text(self) -> str:
+        s, d = self.same, self.diff
+        return "\n".join([
+            f"utterances: {self.utterances}  speakers: {self.speakers}",
+            f"EER over all utterance pairs: {100 * self.eer:.2f} % (threshold {self.threshold:.3f})",
+            f"same-speaker cosine:      mean {s[0]:.3f}  std {s[1]:.3f}  min {s[2]:.3f}  ({s[3]} pairs)",
+            f"different-speaker cosine: mean {d[0]:.3f}  std {d[1]:.3f}  max {d[2]:.3f}  ({d[3]} pairs)",
+        ])
+
+
+def summarize(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> Report:
+    scores, same = pair_scores(vectors, utt2spk)
+    eer, threshold = equal_error_rate(scores, same)
+    s, d = scores[same], scores[~same]
+    return Report(utterances=len(vectors), speakers=len({utt2spk[u] for u in vectors}),
+                  eer=eer, threshold=threshold,
+                  same=(float(s.mean()), float(s.std()), float(s.min()), int(s.size)),
+                  diff=(float(d.mean()), float(d.std()), float(d.max()), int(d.size)))
+
+
+def project_2d(matrix: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of the (L2-normalised) rows: t-SNE, or PCA for few points or on request."""
+    unit = _unit(matrix.astype(np.float64))
+    if method == "tsne" and len(unit) >= 8:
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30.0, (len(unit) - 1) / 3)
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", metric="cosine",
+                    random_state=seed).fit_transform(unit)
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(unit)
+
+
+def plot(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
+         speaker_vectors: Mapping[str, np.ndarray], title: str, png: str,
+         method: str = "tsne") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = list(vectors)
+    coords = project_2d(np.stack([vectors[u] for u in ids]), method)
+    speakers: List[str] = sorted({utt2spk[u] for u in ids})
+    colours = plt.get_cmap("tab20" if len(speakers) > 10 else "tab10")
+
+    spk_ids = list(speaker_vectors)
+    unit = _unit(np.stack([speaker_vectors[s] for s in spk_ids]).astype(np.float64))
+    heat = unit @ unit.T
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6.2))
+    for k, spk in enumerate(speakers):
+        mask = np.array([utt2spk[u] == spk for u in ids])
+        left.scatter(coords[mask, 0], coords[mask, 1], s=36, color=colours(k % colours.N),
+                     label=spk, edgecolors="black", linewidths=0.3)
+    left.set_title(f"utterances ({'t-SNE' if method == 'tsne' and len(ids) >= 8 else 'PCA'})")
+    left.set_xticks([])
+    left.set_yticks([])
+    if len(speakers) <= 30:
+        left.legend(fontsize=7, loc="best", ncol=1 if len(speakers) <= 15 else 2)
+
+    off_diagonal = heat[~np.eye(len(heat), dtype=bool)]
+    floor = float(off_diagonal.min()) if off_diagonal.size else 0.0
+    image = right.imshow(heat, vmin=floor, vmax=1.0, cmap="viridis")
+    right.set_title("speaker-by-speaker cosine similarity")
+    if len(spk_ids) <= 12:
+        for (i, j), value in np.ndenumerate(heat):
+            right.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                       color="black" if value > (1 + floor) / 2 else "white")
+    if len(spk_ids) <= 40:
+        right.set_xticks(range(len(spk_ids)), spk_ids, rotation=90, fontsize=7)
+        right.set_yticks(range(len(spk_ids)), spk_ids, fontsize=7)
+    fig.colorbar(image, ax=right, fraction=0.046, pad=0.04)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,50 @@
+"""EER and the report figure."""
+
+import numpy as np
+import pytest
+
+from speechdump.report import equal_error_rate, plot, summarize
+
+
+def test_eer_of_separable_scores_is_zero():
+    scores = np.array([0.9, 0.8, 0.3, 0.2, 0.1])
+    same = np.array([True, True, False, False, False])
+    eer, threshold = equal_error_rate(scores, same)
+    assert eer == 0.0
+    assert 0.3 <= threshold <= 0.8
+
+
+def test_eer_of_interleaved_scores():
+    # Thresholds sweep: one of four same pairs falls below one of four different pairs.
+    scores = np.array([0.9, 0.8, 0.7, 0.65, 0.6, 0.3, 0.2, 0.1])
+    same = np.array([True, True, True, False, True, False, False, False])
+    eer, _ = equal_error_rate(scores, same)
+    assert eer == pytest.approx(0.25)
+
+
+def test_eer_of_inverted_scores_is_one():
+    eer, _ = equal_error_rate(np.array([0.9, 0.1]), np.array([False, True]))
+    assert eer == pytest.approx(1.0)
+
+
+def test_eer_needs_both_kinds_of_pairs():
+    with pytest.raises(ValueError, match="both"):
+        equal_error_rate(np.array([0.9, 0.8]), np.array([True, True]))
+
+
+def test_summary_and_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = {spk: rng.normal(size=16) for spk in ("a", "b", "c")}
+    vectors, utt2spk = {}, {}
+    for spk, centre in centres.items():
+        for i in range(4):
+            vectors[f"{spk}-{i}"] = centre + 0.1 * rng.normal(size=16)
+            utt2spk[f"{spk}-{i}"] = spk
+    report = summarize(vectors, utt2spk)
+    assert (report.utterances, report.speakers) == (12, 3)
+    assert report.same[3] == 3 * 6 and report.diff[3] == 66 - 18
+    assert report.eer == 0.0 and report.same[0] > report.diff[0]
+    assert "EER over all utterance pairs: 0.00 %" in report.text()
+    png = tmp_path / "r.png"
+    plot(vectors, utt2spk, {s: c for s, c in centres.items()}, "title", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
