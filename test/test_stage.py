@@ -203,7 +203,7 @@ def test_usage_and_missing_inputs(tmp_path, stage_env):
 
 def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
     recipe = REPO / "egs" / "sample_speakers" / "spk1"
-    proc = subprocess.run(["./run.sh", "--nj", "2", "--data", str(tmp_path / "data" / "sample"),
+    proc = subprocess.run(["./run.sh", "--nj", "2", "--datadir", str(tmp_path / "data"),
                            "--dumpdir", str(tmp_path / "dump")],
                           cwd=recipe, env=stage_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Prepares the Kaldi data dir of the sample speakers corpus shipped in samples/real_speech.
+# Prepares <datadir>/sample from the sample speakers corpus shipped in samples/real_speech.
 # wav.scp paths there are relative to the corpus; here they become absolute.
 set -euo pipefail
 
 corpus=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)/samples/real_speech
 
-help_message="Usage: $0 [--corpus <dir>] <data_dir>
+help_message="Usage: $0 [--corpus <dir>] <datadir>
   --corpus <$corpus>  a copy of the sample speakers corpus (Kaldi files + audio/)"
 . utils/parse_options.sh
 if [ $# -ne 1 ]; then
     echo "$help_message" >&2
     exit 1
 fi
-data=$1
+data=$1/sample
 corpus=$(cd "$corpus" && pwd)
 
 for f in wav.scp utt2spk text utt2dur spk2gender; do
