@@ -55,7 +55,7 @@ def sequential_resemblyzer(utterances, device):
 def sequential_speechbrain(utterances, device, model):
     from speechbrain.inference.speaker import EncoderClassifier
 
-    classifier = EncoderClassifier.from_hparams(source=model, savedir=model,
+    classifier = EncoderClassifier.from_hparams(source=model, savedir=None,
                                                 run_opts={"device": device})
     out = {}
     for utt in utterances:
@@ -85,6 +85,7 @@ def main():
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch_seconds", type=float, default=120.0)
+    p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch threads, the same for both loops")
@@ -93,7 +94,9 @@ def main():
 
     utterances = corpus(args.minutes)
     print(f"corpus: {len(utterances)} utterances (real speech samples repeated), device "
-          f"{args.device}, torch threads {args.threads}, {os.cpu_count()} cores")
+          f"{args.device}, torch threads {args.threads}, {os.cpu_count()} cores, engine "
+          f"batch_seconds {args.batch_seconds} batch_size {args.batch_size} "
+          f"num_workers {args.num_workers}")
     with tempfile.TemporaryDirectory() as tmp:
         for toolkit in args.toolkits.split(","):
             model = build_speechbrain_ecapa(Path(tmp) / "ecapa") if toolkit == "speechbrain" else None
@@ -104,6 +107,7 @@ def main():
             extractor = load_extractor(toolkit, str(model) if model else None, args.device)
             batched = {}
             options = engine.EngineOptions(batch_seconds=args.batch_seconds,
+                                           batch_size=args.batch_size,
                                            num_workers=args.num_workers, progress=False)
             warm_up = utterances[:3]  # one-time costs (JIT, kernels, model load) stay untimed
             sequential(warm_up)

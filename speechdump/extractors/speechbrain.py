@@ -115,7 +115,7 @@ class SpeechBrainExtractor(Extractor):
         stft = getattr(mods.compute_features, "compute_STFT", None)
         self.sample_rate = int(hparams.get("sample_rate")
                                or getattr(stft, "sample_rate", None) or DEFAULT_SAMPLE_RATE)
-        hop = int(getattr(stft, "hop_length", None) or self.sample_rate // 100)
+        self.hop = hop = int(getattr(stft, "hop_length", None) or self.sample_rate // 100)
 
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
         from speechbrain.lobes.models.Xvector import Xvector
@@ -146,25 +146,25 @@ class SpeechBrainExtractor(Extractor):
             if isinstance(pooling, StatisticsPooling):
                 pooling._get_gauss_noise = _LoneUtteranceNoise(pooling)
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(wave, dtype=np.float32)
-
-    def cost(self, wave: np.ndarray) -> float:
-        return len(wave) / self.sample_rate
-
-    def forward(self, batch: List[np.ndarray]) -> List[np.ndarray]:
+    def prepare(self, wave: np.ndarray) -> torch.Tensor:
+        """Features of one utterance, normalised on its own, as ``encode_batch`` of it alone
+        computes them (wav_lens = 1); runs in loader threads, ahead of the model."""
         mods = self.model.mods
         with torch.inference_mode():
-            feats = []
-            for wave in batch:  # as encode_batch does for one utterance: wav_lens = 1
-                wav = torch.from_numpy(wave).to(self.device)[None]
-                ones = torch.ones(1, device=self.device)
-                feats.append(mods.mean_var_norm(mods.compute_features(wav), ones)[0])
-            frames = torch.tensor([len(f) for f in feats], device=self.device)
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+            wav = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device)
+            ones = torch.ones(1, device=self.device)
+            return mods.mean_var_norm(mods.compute_features(wav[None]), ones)[0]
+
+    def cost(self, feats: torch.Tensor) -> float:
+        return len(feats) * self.hop / self.sample_rate
+
+    def forward(self, batch: List[torch.Tensor]) -> List[np.ndarray]:
+        frames = torch.tensor([len(f) for f in batch], device=self.device)
+        with torch.inference_mode():
+            x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
             self._frames = frames
             try:
-                embeddings = mods.embedding_model(x, _relative_lengths(frames))
+                embeddings = self.model.mods.embedding_model(x, _relative_lengths(frames))
             finally:
                 self._frames = None
         embeddings = embeddings.reshape(len(batch), -1).float().cpu().numpy()
