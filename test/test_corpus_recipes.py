@@ -165,10 +165,10 @@ def test_vctk_080(tmp_path, stage_env):
 
 
 def test_vctk_end_to_end(vctk_092, tmp_path, stage_env):
-    proc = subprocess.run(["./run.sh", "--corpus", str(vctk_092), "--nj", "2", "--datadir",
-                           str(tmp_path / "data"), "--dumpdir", str(tmp_path / "dump")],
-                          cwd=EGS / "vctk" / "spk1", env=stage_env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(["./run.sh", "--nj", "2", "--datadir", str(tmp_path / "data"),
+                           "--dumpdir", str(tmp_path / "dump")],
+                          cwd=EGS / "vctk" / "spk1", env={**stage_env, "VCTK": str(vctk_092)},
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = tmp_path / "dump" / "resemblyzer" / "all"
     utts = list(kaldiio.load_scp_sequential(str(out / "resemblyzer.scp")))
@@ -318,17 +318,17 @@ def test_libritts_bad_text_kind(tmp_path, stage_env):
     assert proc.returncode == 1 and "--text_kind must be normalized or original" in proc.stderr
 
 
-def test_run_sh_passes_its_options_to_data_sh(librispeech, tmp_path, stage_env):
-    """run.sh's --corpus/--subsets/--text_kind, with sets named after the subsets (stages 1-2)."""
+def test_run_sh_takes_the_corpus_and_data_options(librispeech, tmp_path, stage_env):
+    """The corpus from the environment, or everything through --local_data_opts (stages 1-2)."""
     tts = make_libritts(tmp_path / "LibriTTS")
-    for recipe, args, sets in (
-            ("librispeech", ["--corpus", librispeech, "--subsets", "test-clean, dev-clean"],
-             ["dev_clean", "test_clean"]),
-            ("libritts", [f"--corpus={tts}", "--subsets=dev-clean", "--text_kind", "original"],
+    for recipe, env, args, sets in (
+            ("librispeech", {"LIBRISPEECH": str(librispeech)}, [], ["dev_clean", "test_clean"]),
+            ("libritts", {}, ["--sets", "dev_clean", "--local_data_opts",
+                              f"--corpus {tts} --subsets dev-clean --text_kind original"],
              ["dev_clean"])):
         data = tmp_path / recipe
-        proc = subprocess.run(["./run.sh", *map(str, args), "--stop_stage", "2", "--datadir",
-                               str(data)], cwd=EGS / recipe / "spk1", env=stage_env,
+        proc = subprocess.run(["./run.sh", *args, "--stop_stage", "2", "--datadir", str(data)],
+                              cwd=EGS / recipe / "spk1", env={**stage_env, **env},
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert sorted(p.name for p in data.iterdir()) == sets
@@ -347,12 +347,11 @@ def test_usage_and_missing_corpus(recipe, tmp_path, stage_env):
     missing = tmp_path / "no-such-corpus"
     proc = data_sh(recipe, ["--corpus", missing, tmp_path / "data"], stage_env, check=False)
     assert proc.returncode == 1 and f"'{missing}' does not exist" in proc.stderr
-    # run.sh: its default corpus path is a placeholder to edit
+    # run.sh: its default corpus path is a placeholder to set
+    env = {k: v for k, v in stage_env.items() if k not in ("VCTK", "LIBRISPEECH", "LIBRITTS")}
     proc = subprocess.run(["./run.sh", "--nj", "2", "--datadir", str(tmp_path / "data")],
-                          cwd=EGS / recipe / "spk1", env=stage_env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "/path/to/" in proc.stderr and "does not exist" in proc.stderr
-    assert "set corpus= in ./run.sh or pass --corpus <dir>" in proc.stderr
-    assert not (tmp_path / "data").exists()
+                          cwd=EGS / recipe / "spk1", env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "'/path/to/" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_vctk_missing_parts_are_named(tmp_path, stage_env):

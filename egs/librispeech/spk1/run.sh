@@ -1,37 +1,12 @@
 #!/usr/bin/env bash
-# Speaker embeddings of LibriSpeech subsets (see local/data.sh): one set per subset, dev-clean ->
-# dev_clean. Edit corpus= below or pass --corpus <dir> (LibriSpeech/ or the directory holding it)
-# and --subsets "<subset> ..."; every other option goes to spk.sh,
-# e.g. ./run.sh --corpus /data/LibriSpeech --subsets "train-clean-100 dev-clean" --nj 8
-# --fix_data false: a recording without transcript (none in the released corpus) stays in the data
-# dir for stage 3 to skip and list in <dumpdir>/<tag>/<set>/dropped_utts.
+# Speaker embeddings of LibriSpeech subsets (see local/data.sh): one set per subset,
+# dev-clean -> dev_clean. Set LIBRISPEECH (or edit the default) to the corpus; other options go
+# to spk.sh, e.g.
+#   LIBRISPEECH=/data/LibriSpeech ./run.sh --nj 8
+#   ./run.sh --sets train_clean_100 --local_data_opts "--corpus /data --subsets train-clean-100"
 set -euo pipefail
 
-corpus=/path/to/LibriSpeech
-subsets="dev-clean test-clean"
+corpus=${LIBRISPEECH:-/path/to/LibriSpeech}
 
-opts=() stage=1 help=false
-while [ $# -gt 0 ]; do  # takes --corpus and --subsets; passes the rest (with values) on
-    case $1 in
-        --corpus=* | --subsets=*) v=${1#--}; printf -v "${v%%=*}" '%s' "${1#*=}"; shift; continue ;;
-        --corpus | --subsets) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
-            printf -v "${1#--}" '%s' "$2"; shift 2; continue ;;
-        --stage=*) stage=${1#*=} ;;
-        --stage) stage=${2:-} ;;
-        -h | --help) help=true ;;
-    esac
-    case $1 in
-        --*=* | -h | --help | [!-]*) opts+=("$1"); shift ;;
-        *) opts+=("$1"); [ $# -lt 2 ] || { opts+=("$2"); shift; }; shift ;;
-    esac
-done
-if ! $help && [ "$stage" -le 1 ] 2>/dev/null && [ ! -d "$corpus" ]; then
-    echo "$0: LibriSpeech directory '$corpus' does not exist:" \
-        "set corpus= in $0 or pass --corpus <dir>" >&2
-    exit 1
-fi
-# shellcheck disable=SC2086  # a word list; joined with commas in --local_data_opts (word-split)
-subsets=$(echo ${subsets//,/ })
-
-./spk.sh --sets "$(echo "$subsets" | tr - _)" --fix_data false \
-    --local_data_opts "--corpus $corpus --subsets ${subsets// /,}" ${opts[@]+"${opts[@]}"}
+./spk.sh --sets "dev_clean test_clean" --fix_data false \
+    --local_data_opts "--corpus $corpus --subsets dev-clean,test-clean" "$@"
