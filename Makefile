@@ -12,6 +12,7 @@ demo: setup
 	cd egs/sample_speakers/spk1 && ./run.sh --nj 2
 
 test: setup
+	bash tools/slurm/start.sh || echo "make: local Slurm cluster not started; test/test_slurm.py skips its cluster tests"
 	$(VENV)/bin/python -m pytest test $(PYTEST_ARGS)
 
 clean:
