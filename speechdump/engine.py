@@ -134,7 +134,8 @@ def _forward_window(extractor: Extractor, items: list, options: EngineOptions,
     """Runs a window of prepared items in length-sorted batches; outputs in the items' order."""
     costs = [extractor.cost(item) for item in items]
     outputs: List[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
-    for indices in plan_batches(costs, options.batch_seconds, options.batch_size,
+    batch_size = min(options.batch_size, extractor.max_batch_size or options.batch_size)
+    for indices in plan_batches(costs, options.batch_seconds, batch_size,
                                 extractor.batch_cost, extractor.equal_lengths_only):
         for i, array in zip(indices, extractor.forward([items[i] for i in indices])):
             outputs[i] = array

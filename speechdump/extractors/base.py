@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -22,6 +22,8 @@ class Extractor(abc.ABC):
     # True when the model cannot be told true lengths (no masks): the engine then batches only
     # items of identical cost, so no item is ever padded.
     equal_lengths_only: bool = False
+    # A cap the extractor puts on --batch_size (None: none), e.g. where batching is slower.
+    max_batch_size: Optional[int] = None
 
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:
