@@ -167,7 +167,8 @@ class SpeechBrainExtractor(Extractor):
         frames = torch.tensor([len(f) for f in batch], device=self.device)
         with torch.inference_mode():
             x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
-            self._frames = frames
+            # A lone item has no batch padding to keep out: SpeechBrain's own padding is exact.
+            self._frames = frames if len(batch) > 1 else None
             try:
                 embeddings = self.model.mods.embedding_model(x, _relative_lengths(frames))
             finally:
