@@ -1,0 +1,17 @@
+"""Runs test_parallel_vs_sequential.sh (sequential vs run.pl vs slurm.pl) as part of the suite."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_parallel_outputs_equal_the_sequential_ones(stage_env):
+    proc = subprocess.run(["bash", str(HERE / "test_parallel_vs_sequential.sh")],
+                          env={**stage_env, "python": sys.executable},
+                          capture_output=True, text=True, timeout=900)
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "run.pl --nj 4 vs --nj 1, resemblyzer.scp: 15 entries, max abs difference" in proc.stdout
+    assert "all outputs equal the sequential run and are aligned with text" in proc.stdout
