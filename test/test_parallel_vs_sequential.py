@@ -1,5 +1,6 @@
 """Runs test_parallel_vs_sequential.sh (sequential vs run.pl vs slurm.pl) as part of the suite."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,3 +16,7 @@ def test_parallel_outputs_equal_the_sequential_ones(stage_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "run.pl --nj 4 vs --nj 1, resemblyzer.scp: 15 entries, max abs difference" in proc.stdout
     assert "all outputs equal the sequential run and are aligned with text" in proc.stdout
+    if shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True,
+                                                timeout=10).returncode == 0:
+        assert "slurm.pl --config" in proc.stdout and "--nj 4 vs --nj 1, spk_resemblyzer.scp" \
+            in proc.stdout
