@@ -61,8 +61,12 @@ def require_complete(alignment: Alignment, excused: Optional[Dict[str, str]] = N
         raise AlignmentError(f"{len(missing)} ids have no output: {_some(missing)}")
 
 
-def validate_scp(scp_path: str, reference: Sequence[str]) -> Tuple[int, ...]:
-    """Reads every array back; returns the common trailing shape. Raises naming the first bad id."""
+def validate_scp(scp_path: str, reference: Sequence[str],
+                 num_frames: Optional[Dict[str, str]] = None) -> Tuple[int, ...]:
+    """Reads every array back; returns the common trailing shape. Raises naming the first bad id.
+
+    With ``num_frames`` (utt2num_frames), every matrix must have that many rows.
+    """
     keys: List[str] = []
     shape: Optional[Tuple[int, ...]] = None
     first_key = None
@@ -71,6 +75,9 @@ def validate_scp(scp_path: str, reference: Sequence[str]) -> Tuple[int, ...]:
         array = np.asarray(array)
         if not np.isfinite(array).all():
             raise AlignmentError(f"{scp_path}: '{key}' holds NaN or Inf")
+        if num_frames is not None and array.shape[0] != int(num_frames.get(key, -1)):
+            raise AlignmentError(f"{scp_path}: '{key}' has {array.shape[0]} frames, "
+                                 f"utt2num_frames says {num_frames.get(key)}")
         trailing = array.shape[1:] if array.ndim > 1 else array.shape
         if shape is None:
             shape, first_key = trailing, key

@@ -1,35 +1,94 @@
-"""One job's outputs: ``<prefix>.ark``, ``<prefix>.scp`` (written last: the job's "done" mark),
-``<prefix>.utt2dur`` (seconds of audio of each extracted utterance) and ``<prefix>.bad_utts``
-(utterances skipped with ``--skip_bad true``, with the reason)."""
+"""One job of a stage: its utterances through the engine into named ark/scp streams.
+
+In ``<split_dir>``, job ``n`` writes, per stream, ``<stream>.<n>.ark`` and ``<stream>.<n>.scp``
+(the scp appears only once its ark is complete), then ``utt2dur.<n>`` (seconds of audio per
+extracted utterance), ``utt2num_frames.<n>`` (frame-level streams), ``bad_utts.<n>``
+(utterances skipped with ``--skip_bad true``, with the reason) and, last, ``done.<n>``: a JSON
+record of what the job covered, read by the merge and by a rerun, which then skips the job.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Sequence
+from typing import Dict, Optional, Sequence
+
+import numpy as np
 
 from speechdump import engine
-from speechdump.data import Utterance, read_keys, write_table
+from speechdump.data import Utterance, read_table, write_table
 from speechdump.extractors.base import Extractor
 from speechdump.storage import ArkScpWriter
 
 
-def is_done(prefix: str, utterances: Sequence[Utterance]) -> bool:
-    """True when this job finished before over exactly these utterances."""
-    scp, bad = f"{prefix}.scp", f"{prefix}.bad_utts"
-    if not os.path.exists(scp):
+def stream_names(tag: str, extractor: Extractor) -> Dict[str, str]:
+    """Extractor stream -> file stem: ``tag`` for a single unnamed stream, else ``tag_<name>``."""
+    return {name: f"{tag}_{name}" if name else tag for name in extractor.streams}
+
+
+def done_path(split_dir: str, job: int) -> str:
+    return os.path.join(split_dir, f"done.{job}")
+
+
+def read_done(split_dir: str, job: int) -> dict:
+    with open(done_path(split_dir, job), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def is_done(split_dir: str, job: int, utterances: Sequence[Utterance], config: dict) -> bool:
+    """True when this job finished before, with this configuration, over these utterances."""
+    if not os.path.exists(done_path(split_dir, job)):
         return False
-    covered = read_keys(scp) + (read_keys(bad) if os.path.exists(bad) else [])
+    if read_done(split_dir, job).get("config") != config:
+        return False
+    covered = list(read_table(os.path.join(split_dir, f"utt2dur.{job}")))
+    covered += list(read_table(os.path.join(split_dir, f"bad_utts.{job}")))
     return sorted(covered) == sorted(u.utt_id for u in utterances)
 
 
-def run_job(utterances: Sequence[Utterance], extractor: Extractor, prefix: str,
-            options: engine.EngineOptions, desc: str = "extract") -> engine.JobStats:
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    for stale in (f"{prefix}.scp", f"{prefix}.bad_utts"):  # they describe the ark about to be rewritten
-        if os.path.exists(stale):
-            os.remove(stale)
-    with ArkScpWriter(f"{prefix}.ark", f"{prefix}.scp") as writer:
-        stats = engine.run(utterances, extractor, writer.write, options, desc=desc)
-        write_table(f"{prefix}.utt2dur", ((u, f"{s:.4f}") for u, s in stats.durations))
-        write_table(f"{prefix}.bad_utts", stats.bad)
+def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, split_dir: str,
+            job: int, options: engine.EngineOptions, dtype: str = "float32",
+            config: Optional[dict] = None) -> engine.JobStats:
+    """Runs the job; ``config`` (what determines its output) is recorded for ``is_done``."""
+    os.makedirs(split_dir, exist_ok=True)
+    stems = stream_names(tag, extractor)
+    # Everything this job wrote before describes arks about to be rewritten.
+    stale = [done_path(split_dir, job)] + [os.path.join(split_dir, f"{stem}.{job}.scp")
+                                            for stem in stems.values()]
+    for path in stale:
+        if os.path.exists(path):
+            os.remove(path)
+    writers = {name: ArkScpWriter(os.path.join(split_dir, f"{stem}.{job}.ark"),
+                                  os.path.join(split_dir, f"{stem}.{job}.scp"))
+               for name, stem in stems.items()}
+    num_frames = []
+
+    def write(utt_id: str, output) -> None:
+        arrays = output if isinstance(output, dict) else {"": output}
+        for name, array in arrays.items():
+            writers[name].write(utt_id, np.asarray(array).astype(dtype, copy=False))
+        if extractor.frame_level:
+            num_frames.append((utt_id, str(len(next(iter(arrays.values()))))))
+
+    try:
+        stats = engine.run(utterances, extractor, write, options, desc=tag)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.commit()
+    write_table(os.path.join(split_dir, f"utt2dur.{job}"),
+                ((u, f"{s:.4f}") for u, s in stats.durations))
+    if extractor.frame_level:
+        write_table(os.path.join(split_dir, f"utt2num_frames.{job}"), num_frames)
+    write_table(os.path.join(split_dir, f"bad_utts.{job}"), stats.bad)
+    record = {"config": config or {}, "streams": list(stems.values()),
+              "frame_level": extractor.frame_level,
+              "utterances": stats.done, "bad": len(stats.bad),
+              "audio_seconds": round(stats.audio_seconds, 3)}
+    tmp = done_path(split_dir, job) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(tmp, done_path(split_dir, job))
     return stats

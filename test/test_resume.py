@@ -40,7 +40,7 @@ def test_sigkill_mid_ark_then_rerun_equals_an_uninterrupted_run(tmp_path, stage_
         assert scp_lines_are_readable(out / "split2" / "resemblyzer.2.scp")
         time.sleep(0.02)
     assert ark.stat().st_size > 0, "job 1 never started writing"
-    worker = subprocess.run(["pgrep", "-f", f"{out}/split2/resemblyzer.1$"],
+    worker = subprocess.run(["pgrep", "-f", f"extract.py .*{out}/split2 1$"],
                             capture_output=True, text=True).stdout.split()
     assert worker, "job 1's worker process was not found"
     for pid in worker:
@@ -50,6 +50,7 @@ def test_sigkill_mid_ark_then_rerun_equals_an_uninterrupted_run(tmp_path, stage_
     assert stage.returncode != 0
     assert "1 / 2 failed" in output or "job failed" in output
     assert not scp.exists(), "a killed job left an scp pointing into its partial ark"
+    assert not (out / "split2" / "done.1").exists()
     assert not (out / "resemblyzer.scp").exists()
     assert killed_at < (reference / "split2" / "resemblyzer.1.ark").stat().st_size
 

@@ -85,7 +85,8 @@ def test_a_lost_job_is_redone_alone(tmp_path, stage_env):
     out = tmp_path / "out"
     run_stage(["--nj", 2, data, out], stage_env)
     first = load(out / "resemblyzer.scp")
-    os.remove(out / "split2" / "resemblyzer.2.scp")  # as if job 2 had been killed
+    os.remove(out / "split2" / "done.2")  # as if job 2 had been killed before finishing
+    os.remove(out / "split2" / "resemblyzer.2.scp")
     run_stage(["--nj", 2, data, out], stage_env)
     assert "nothing to do" in (out / "log" / "extract.1.log").read_text()
     assert "nothing to do" not in (out / "log" / "extract.2.log").read_text()

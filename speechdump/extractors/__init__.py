@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Optional
 
 from speechdump.extractors.base import Extractor
@@ -19,10 +20,16 @@ def available() -> list:
     return sorted(_REGISTRY)
 
 
-def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu") -> Extractor:
-    """Builds the extractor named ``toolkit``; ``model`` is a local path (each toolkit's layout)."""
+def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu",
+                   **options) -> Extractor:
+    """Builds the extractor named ``toolkit``; ``model`` is a local path (each toolkit's layout);
+    ``options`` are the extractor's own (``layers``, ``num_mel_bins``, ...): one it does not
+    take raises TypeError naming it."""
     if toolkit not in _REGISTRY:
         raise ValueError(f"unknown toolkit '{toolkit}'; choose from {', '.join(available())}")
     module_name, class_name = _REGISTRY[toolkit].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(model=model or None, device=device)
+    unknown = set(options) - set(inspect.signature(cls.__init__).parameters)
+    if unknown:
+        raise TypeError(f"{toolkit} takes no option {', '.join('--' + o for o in sorted(unknown))}")
+    return cls(model=model or None, device=device, **options)

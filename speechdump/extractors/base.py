@@ -24,6 +24,12 @@ class Extractor(abc.ABC):
     equal_lengths_only: bool = False
     # A cap the extractor puts on --batch_size (None: none), e.g. where batching is slower.
     max_batch_size: Optional[int] = None
+    # Named outputs: ``forward`` returns a dict {name: array} per item, or one array when the
+    # only stream is unnamed (""). Each stream becomes its own ark/scp.
+    streams: Sequence[str] = ("",)
+    # Frame-level outputs ([frames, dim] per utterance; utt2num_frames is written and checked)
+    # rather than one vector per utterance.
+    frame_level: bool = False
 
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:

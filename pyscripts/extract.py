@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""One speaker-embedding job: the utterances of a wav.scp (or segments) -> <prefix>.ark/.scp."""
+"""One extraction job: the utterances of a wav.scp (or segments) through an extractor into
+<split_dir>/<tag>[_<stream>].<job>.{ark,scp}, utt2dur.<job>, bad_utts.<job>, done.<job>."""
 
 import argparse
 import logging
@@ -12,6 +13,16 @@ from speechdump.audio import UtteranceError
 from speechdump.data import read_utterances
 from speechdump.extractors import available, load_extractor
 from speechdump.job import is_done, run_job
+
+# Options that change only speed, never the output: a rerun with other values skips done jobs.
+SPEED_ONLY = ("batch_seconds", "batch_size", "num_workers", "num_threads", "sort_window",
+              "device", "wav_scp", "segments", "split_dir", "job")
+# Extractor options, passed to the chosen extractor only when given.
+EXTRACTOR_OPTIONS = {
+    "layers": str, "pool": str, "window_seconds": float, "hop_seconds": float,
+    "num_mel_bins": int, "num_ceps": int, "frame_length": float, "frame_shift": float,
+    "dither": float,
+}
 
 
 def str2bool(value: str) -> bool:
@@ -26,19 +37,25 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--toolkit", default="resemblyzer", choices=available())
     p.add_argument("--model", default="", help="local model path (toolkit's own layout)")
+    p.add_argument("--tag", required=True, help="output file stem")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="storage type of the arrays")
     p.add_argument("--batch_seconds", type=float, default=60.0,
-                   help="upper bound on the audio seconds in one forward pass")
+                   help="upper bound on the padded audio seconds in one forward pass")
     p.add_argument("--batch_size", type=int, default=64, help="upper bound on utterances per batch")
     p.add_argument("--num_workers", type=int, default=2, help="loader threads")
     p.add_argument("--sort_window", type=int, default=128,
                    help="utterances sorted by length together (bounds memory and write latency)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads of this job")
     p.add_argument("--skip_bad", type=str2bool, default=False,
-                   help="list bad utterances in <prefix>.bad_utts and go on")
+                   help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
+    for name, kind in EXTRACTOR_OPTIONS.items():
+        p.add_argument(f"--{name}", type=kind, default=None, help="extractor option")
     p.add_argument("wav_scp")
-    p.add_argument("out_prefix", help="writes <out_prefix>.ark, .scp, .utt2dur, .bad_utts")
+    p.add_argument("split_dir")
+    p.add_argument("job", type=int)
     return p
 
 
@@ -48,16 +65,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.num_threads)
 
     utterances = read_utterances(args.wav_scp, args.segments)
-    if is_done(args.out_prefix, utterances):
-        logging.info("%s.scp is complete (%d utterances): nothing to do", args.out_prefix,
-                     len(utterances))
+    config = {k: v for k, v in vars(args).items() if k not in SPEED_ONLY}
+    if is_done(args.split_dir, args.job, utterances, config):
+        logging.info("job %d is complete (%d utterances): nothing to do", args.job, len(utterances))
         return 0
-    extractor = load_extractor(args.toolkit, args.model, args.device)
+    extractor_options = {k: getattr(args, k) for k in EXTRACTOR_OPTIONS
+                         if getattr(args, k) is not None}
+    try:
+        extractor = load_extractor(args.toolkit, args.model, args.device, **extractor_options)
+    except (TypeError, ValueError) as exc:
+        print(f"ERROR: {args.toolkit}: {exc}", file=sys.stderr)
+        return 1
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
                                    num_workers=args.num_workers, sort_window=args.sort_window,
                                    skip_bad=args.skip_bad)
     try:
-        stats = run_job(utterances, extractor, args.out_prefix, options, desc=args.toolkit)
+        stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,
+                        dtype=args.dtype, config=config)
     except UtteranceError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1

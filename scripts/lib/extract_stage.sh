@@ -1,0 +1,78 @@
+# Steps shared by the extraction stages (sourced, not run). The caller sets root, data, out, nj,
+# cmd, tag, device, python and stage_start, then calls, in order:
+#   extract_stage_prepare            checks the data dir, lists the utterances of text, splits them
+#   extract_stage_run <worker opts>  runs pyscripts/extract.py per job through $cmd
+#   extract_stage_merge <merge opts> merges, aligns with text and checks (pyscripts/merge_outputs.py)
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+
+extract_stage_prepare() {
+    export PATH="$root/utils:$PATH"
+    if ! "$python" -c "import speechdump" 2>/dev/null; then
+        log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
+        exit 1
+    fi
+    local f
+    for f in wav.scp utt2spk; do
+        [ -f "$data/$f" ] || { log "ERROR: $data/$f is missing"; exit 1; }
+    done
+    validate_data_dir.sh --no-text --no-feats "$data" >/dev/null
+
+    # The utterance list is segments' when there is one; only ids of text are extracted.
+    if [ -f "$data/segments" ]; then source_list=$data/segments; else source_list=$data/wav.scp; fi
+    text_opt=()
+    mkdir -p "$out/log"
+    rm -f "$out/$tag.scp" "$out/$tag"_*.scp "$out/spk_$tag.scp"  # stale until merged again
+    local todo=$out/todo.list
+    if [ -f "$data/text" ]; then
+        text_opt=(--text "$data/text")
+        filter_scp.pl "$data/text" "$source_list" > "$todo"
+    else
+        cp "$source_list" "$todo"
+    fi
+    num_utts=$(wc -l < "$todo")
+    if [ "$num_utts" -eq 0 ]; then
+        log "ERROR: no utterance of $source_list is in $data/text"
+        exit 1
+    fi
+    if [ "$nj" -gt "$num_utts" ]; then
+        log "only $num_utts utterances: using $num_utts jobs instead of $nj"
+        nj=$num_utts
+    fi
+
+    split=$out/split$nj
+    mkdir -p "$split"
+    local dur_opt=() parts=() n
+    [ -f "$data/utt2dur" ] && dur_opt=(--utt2dur "$data/utt2dur")
+    for n in $(seq "$nj"); do parts+=("$split/input.$n"); done
+    split_scp.pl "${dur_opt[@]}" "$todo" "${parts[@]}"
+    if [ -f "$data/segments" ]; then
+        job_input=(--segments "$split/input.JOB" "$data/wav.scp")
+    else
+        job_input=("$split/input.JOB")
+    fi
+}
+
+extract_stage_run() {
+    local gpu_opt=()
+    [ "$device" = cuda ] && gpu_opt=(--gpu 1)
+    log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log)"
+    # $cmd is word-split on purpose: it may carry launcher options ("slurm.pl --mem 8G").
+    if ! $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \
+            "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" "$@" \
+            "${job_input[@]}" "$split" JOB; then
+        log "ERROR: extraction failed; the errors in the job logs:"
+        grep -h "^ERROR" "$out"/log/extract.*.log | head -n 20 >&2 || true
+        exit 1
+    fi
+}
+
+extract_stage_merge() {
+    log "merging $nj jobs, aligning with ${text_opt[1]:-$source_list}"
+    "$python" "$root/pyscripts/merge_outputs.py" --tag "$tag" --nj "$nj" \
+        --source_ids "$source_list" "${text_opt[@]}" --utt2spk "$data/utt2spk" \
+        --start_time "$stage_start" "$@" "$split" "$out"
+}
