@@ -13,6 +13,9 @@ _REGISTRY = {
     "speechbrain": "speechdump.extractors.speechbrain:SpeechBrainExtractor",
     "espnet": "speechdump.extractors.espnet:ESPnetExtractor",
     "rawnet": "speechdump.extractors.espnet:RawNet3Extractor",
+    "ssl": "speechdump.extractors.ssl:SSLExtractor",
+    "fbank": "speechdump.extractors.kaldi_feats:FbankExtractor",
+    "mfcc": "speechdump.extractors.kaldi_feats:MfccExtractor",
 }
 
 
