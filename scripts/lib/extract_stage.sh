@@ -20,11 +20,18 @@ extract_stage_prepare() {
         [ -f "$data/$f" ] || { log "ERROR: $data/$f is missing"; exit 1; }
     done
     validate_data_dir.sh --no-text --no-feats "$data" >/dev/null
+    mkdir -p "$out/log"
+    # One stage per output dir: the lock is held by this shell and the jobs it launches, and
+    # released by the kernel when they end, however they end.
+    exec 9>"$out/.lock"
+    if ! flock -n 9; then
+        log "ERROR: another stage is writing $out (it holds $out/.lock); wait for it or pick another out_dir"
+        exit 1
+    fi
 
     # The utterance list is segments' when there is one; only ids of text are extracted.
     if [ -f "$data/segments" ]; then source_list=$data/segments; else source_list=$data/wav.scp; fi
     text_opt=()
-    mkdir -p "$out/log"
     rm -f "$out/$tag.scp" "$out/$tag"_*.scp "$out/spk_$tag.scp"  # stale until merged again
     local todo=$out/todo.list
     if [ -f "$data/text" ]; then
@@ -61,9 +68,16 @@ extract_stage_run() {
     [ "$device" = cuda ] && gpu_opt=(--gpu 1)
     log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log)"
     # $cmd is word-split on purpose: it may carry launcher options ("slurm.pl --mem 8G").
-    if ! $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \
-            "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" "$@" \
-            "${job_input[@]}" "$split" JOB; then
+    # In the background so that SIGTERM/SIGINT reach this shell at once (bash defers traps
+    # while a foreground child runs) and are passed on: the launcher then stops its jobs.
+    $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \
+        "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" "$@" \
+        "${job_input[@]}" "$split" JOB &
+    local launcher=$! status=0
+    trap 'log "interrupted: stopping the jobs"; kill -TERM '"$launcher"' 2>/dev/null; wait '"$launcher"'; exit 143' TERM INT
+    wait "$launcher" || status=$?
+    trap - TERM INT
+    if [ "$status" -ne 0 ]; then
         log "ERROR: extraction failed; the errors in the job logs:"
         grep -h "^ERROR" "$out"/log/extract.*.log | head -n 20 >&2 || true
         exit 1

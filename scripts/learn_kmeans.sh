@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Learns k-means centers for discrete speech tokens from a feats.scp: MiniBatchKMeans on the frames
+# of a seeded sample of the utterances. Reproducible for a fixed seed; a rerun retrains and
+# replaces the model atomically (kmeans.json, written last, marks a complete model).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+n_clusters=100    # number of clusters (token vocabulary size K)
+portion=0.1       # share of the utterances sampled for training, in (0, 1]
+seed=0            # seed of the utterance sample and of MiniBatchKMeans
+max_frames=0      # cap on the training frames (0: all frames of the sampled utterances)
+batch_size=10000  # MiniBatchKMeans batch size
+python=python3
+
+help_message="Usage: $0 [options] <feats_scp> <km_dir>
+Writes <km_dir>/centers.npy (K x dim float32; no pickle), <km_dir>/centers.mat (the same, as a
+Kaldi binary matrix) and <km_dir>/kmeans.json (settings and training figures).
+Options:
+  --n_clusters <$n_clusters> --portion <$portion> --seed <$seed> --max_frames <$max_frames>
+  --batch_size <$batch_size> --python <$python>"
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+
+. "$root/utils/parse_options.sh"
+if [ $# -ne 2 ]; then
+    echo "$help_message" >&2
+    exit 1
+fi
+feats_scp=$1
+km_dir=$2
+
+int_re='^[0-9]+$'
+for opt in n_clusters seed max_frames batch_size; do
+    if ! [[ ${!opt} =~ $int_re ]]; then
+        log "ERROR: --$opt must be a non-negative integer, got '${!opt}'"
+        exit 1
+    fi
+done
+if [ "$n_clusters" -lt 1 ] || [ "$batch_size" -lt 1 ]; then
+    log "ERROR: --n_clusters and --batch_size must be positive"
+    exit 1
+fi
+if ! awk -v p="$portion" 'BEGIN { exit !(p ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && p > 0 && p <= 1) }'; then
+    log "ERROR: --portion must be in (0, 1], got '$portion'"
+    exit 1
+fi
+if ! "$python" -c "import speechdump.tokens" 2>/dev/null; then
+    log "ERROR: '$python' cannot import speechdump.tokens: source the recipe's path.sh (or make setup)"
+    exit 1
+fi
+[ -f "$feats_scp" ] || { log "ERROR: $feats_scp is missing"; exit 1; }
+[ -s "$feats_scp" ] || { log "ERROR: $feats_scp is empty"; exit 1; }
+
+mkdir -p "$km_dir"
+log "learning $n_clusters centers on $feats_scp (portion $portion, seed $seed) into $km_dir"
+"$python" "$root/pyscripts/learn_kmeans.py" --n_clusters "$n_clusters" --portion "$portion" \
+    --seed "$seed" --max_frames "$max_frames" --batch_size "$batch_size" \
+    "$feats_scp" "$km_dir" || {
+    log "ERROR: k-means training on $feats_scp failed"
+    exit 1
+}
+log "done: $km_dir/centers.npy $km_dir/kmeans.json"
