@@ -30,7 +30,11 @@ class ArkScpWriter:
         if not key or any(c.isspace() for c in key):
             raise ValueError(f"Kaldi keys cannot be empty or hold whitespace: {key!r}")
         offset = self._ark.tell() + len(key.encode("utf-8")) + 1  # data follows "<key> "
-        kaldiio.save_ark(self._ark, {key: np.ascontiguousarray(array)})
+        array = np.ascontiguousarray(array)
+        # Kaldi's binary format has no float16: such arrays go in kaldiio's NPY records, which
+        # kaldiio (and so ESPnet and speechdump.readers) read back; Kaldi binaries do not.
+        write_function = "numpy" if array.dtype == np.float16 else None
+        kaldiio.save_ark(self._ark, {key: array}, write_function=write_function)
         self._scp.write(f"{key} {self.ark_path}:{offset}\n")
         self.count += 1
 

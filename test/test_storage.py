@@ -19,6 +19,16 @@ def test_written_arrays_read_back(tmp_path):
         np.testing.assert_array_equal(loaded[key], array)
 
 
+def test_float16_and_int32_arrays_keep_their_type(tmp_path):
+    arrays = {"half": np.linspace(-1, 1, 12, dtype=np.float16).reshape(3, 4),
+              "tokens": np.array([3, 1, 4, 1, 5], dtype=np.int32)}
+    write_ark_scp(str(tmp_path / "x.ark"), str(tmp_path / "x.scp"), arrays)
+    loaded = kaldiio.load_scp(str(tmp_path / "x.scp"))
+    for key, array in arrays.items():
+        assert loaded[key].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[key], array)
+
+
 def test_scp_appears_only_on_commit(tmp_path):
     ark, scp = str(tmp_path / "j.ark"), str(tmp_path / "j.scp")
     writer = ArkScpWriter(ark, scp)

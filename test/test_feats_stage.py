@@ -1,0 +1,73 @@
+"""scripts/extract_ssl_feats.sh end to end: aligned frame-level outputs, --nj invariance."""
+
+import subprocess
+
+import kaldiio
+import numpy as np
+import pytest
+
+from conftest import REPO, make_data_dir, read_pairs
+
+SUBSET = {"arctic-aew-a0001", "jfk-inaugural1961", "ljspeech-lj-002-0020", "vctk-p225-003",
+          "vctk-p238-165", "vctk-p240-rtvc00000"}  # 16-48 kHz, stereo, MP3; 1.5-11 s
+
+
+def run_feats_stage(args, env, check=True):
+    proc = subprocess.run([str(REPO / "scripts" / "extract_ssl_feats.sh"), *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"stage failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load(scp):
+    return list(kaldiio.load_scp_sequential(str(scp)))
+
+
+def test_fbank_nj_invariance_and_frame_counts(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    text_ids = [k for k, _ in read_pairs(data / "text")]
+    runs = {}
+    for nj in (1, 3):
+        out = tmp_path / f"nj{nj}"
+        proc = run_feats_stage(["--toolkit", "fbank", "--num_mel_bins", 40, "--nj", nj, data, out],
+                               stage_env)
+        assert f"{out}/feats.scp: {len(text_ids)} matrices of dimension 40" in proc.stdout
+        runs[nj] = load(out / "feats.scp")
+        frames = dict(read_pairs(out / "utt2num_frames"))
+        assert list(frames) == text_ids
+        for utt, matrix in runs[nj]:
+            seconds = float(dict(read_pairs(out / "utt2dur"))[utt])
+            assert matrix.shape == (int(frames[utt]), 40)
+            assert int(frames[utt]) == 1 + (round(seconds * 16000) - 400) // 160
+    assert [k for k, _ in runs[1]] == [k for k, _ in runs[3]] == text_ids
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[1], runs[3]))
+
+
+def test_mfcc_options_and_float16_storage(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    out = tmp_path / "mfcc"
+    run_feats_stage(["--toolkit", "mfcc", "--num_ceps", 20, "--num_mel_bins", 30,
+                     "--dtype", "float16", "--tag", "mfcc20", "--nj", 2, data, out], stage_env)
+    matrices = load(out / "mfcc20.scp")
+    assert all(m.shape[1] == 20 and m.dtype == np.float16 for _, m in matrices)
+
+
+def test_a_frame_count_that_disagrees_with_the_ark_is_caught(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    out = tmp_path / "out"
+    run_feats_stage(["--toolkit", "fbank", "--nj", 2, data, out], stage_env)
+    lines = (out / "split2" / "utt2num_frames.1").read_text().splitlines()
+    key, count = lines[0].split()
+    lines[0] = f"{key} {int(count) + 1}"
+    (out / "split2" / "utt2num_frames.1").write_text("\n".join(lines) + "\n")
+    proc = run_feats_stage(["--toolkit", "fbank", "--nj", 2, data, out], stage_env, check=False)
+    assert proc.returncode != 0  # a rerun skips the done jobs, then the merge checks again
+    assert f"'{key}' has {count} frames, utt2num_frames says {int(count) + 1}" in proc.stderr
+
+
+def test_unknown_option_for_the_toolkit_is_named(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    proc = run_feats_stage(["--toolkit", "fbank", "--model", "/some/model", "--nj", 1, data,
+                            tmp_path / "out"], stage_env, check=False)
+    assert proc.returncode != 0 and "fbank features need no model" in proc.stderr
