@@ -46,8 +46,8 @@ case $device in
     cpu|cuda|cuda:[0-9]*) ;;
     *) log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"; exit 1 ;;
 esac
-if ! "$python" -c "import speechdump.tokens" 2>/dev/null; then
-    log "ERROR: '$python' cannot import speechdump.tokens: source the recipe's path.sh (or make setup)"
+if ! "$python" -c "import speechdump" 2>/dev/null; then
+    log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
     exit 1
 fi
 [ -f "$feats" ] || { log "ERROR: $feats is missing"; exit 1; }

@@ -47,8 +47,8 @@ if ! awk -v p="$portion" 'BEGIN { exit !(p ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-
     log "ERROR: --portion must be in (0, 1], got '$portion'"
     exit 1
 fi
-if ! "$python" -c "import speechdump.tokens" 2>/dev/null; then
-    log "ERROR: '$python' cannot import speechdump.tokens: source the recipe's path.sh (or make setup)"
+if ! "$python" -c "import speechdump" 2>/dev/null; then
+    log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
     exit 1
 fi
 [ -f "$feats_scp" ] || { log "ERROR: $feats_scp is missing"; exit 1; }

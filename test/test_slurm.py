@@ -368,8 +368,8 @@ def test_cluster_sigterm_cancels_array(cluster, tmp_path):
     # Each task records the pid of the process that then sleeps.
     proc = subprocess.Popen(
         [str(SLURM_PL), "JOB=1:3", str(tmp_path / "log/x.JOB.log"),
-         "echo", "$$", ">", str(tmp_path / "pid.JOB.tmp"), "&&", "mv", str(tmp_path / "pid.JOB.tmp"),
-         str(tmp_path / "pid.JOB"), "&&", "exec", "sleep", "300"],
+         "bash", "-c", f"echo $$ > {tmp_path}/pid.JOB.tmp && mv {tmp_path}/pid.JOB.tmp "
+                       f"{tmp_path}/pid.JOB && exec sleep 300"],
         env=cluster, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (tmp_path / "pid.1").exists(), 60, "task 1 to start")

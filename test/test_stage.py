@@ -214,3 +214,34 @@ def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
     assert "EER over all utterance pairs: 0.00 %" in proc.stdout
     assert (out / "report" / "resemblyzer.png").stat().st_size > 10_000
     assert "same-speaker cosine" in (out / "report" / "resemblyzer.txt").read_text()
+
+
+@pytest.mark.parametrize("name", ["out$(touch PWNED)", "out;touch PWNED", "out`touch PWNED`",
+                                  "it's", 'say"hi"'])
+def test_paths_with_shell_syntax_are_refused_never_run(tmp_path, stage_env, name):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    proc = run_stage([data, tmp_path / name], stage_env, cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "holds shell metacharacters" in proc.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_ids_and_paths_with_shell_syntax_in_the_data_dir_stay_text(tmp_path, stage_env):
+    # An utterance id and a file path holding $(...), ; and quotes: read as data, never run.
+    odd = tmp_path / "odd $(touch PWNED); 'q'"
+    odd.mkdir()
+    audio = REPO / "samples" / "real_speech" / "audio"
+    shutil.copy(audio / "arctic-aew-a0001.wav", odd / "a.wav")
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    utt = "arctic-aew-$(touch${IFS}PWNED);'x'"
+    for name, value in (("wav.scp", str(odd / "a.wav")), ("utt2spk", "arctic-aew"),
+                        ("text", "HELLO")):
+        lines = (data / name).read_text().splitlines() + [f"{utt} {value}"]
+        (data / name).write_text("".join(f"{line}\n" for line in sorted(lines)))
+    os.remove(data / "utt2dur")
+    spk2utt = subprocess.run([str(REPO / "utils" / "utt2spk_to_spk2utt.pl"), str(data / "utt2spk")],
+                             check=True, capture_output=True, text=True).stdout
+    (data / "spk2utt").write_text(spk2utt)
+    run_stage(["--nj", 2, data, tmp_path / "out"], stage_env, cwd=tmp_path)
+    keys = [k for k, _ in load(tmp_path / "out" / "resemblyzer.scp")]
+    assert utt in keys
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()

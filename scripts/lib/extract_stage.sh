@@ -11,6 +11,16 @@ log() {
 
 extract_stage_prepare() {
     export PATH="$root/utils:$PATH"
+    # Kaldi launchers (run.pl, queue.pl, slurm.pl) hand words without whitespace to a shell
+    # verbatim, so a path holding shell syntax would run as code: refuse it.
+    local path meta=$'[$`;&|<>()\\\\"\'!]'
+    for path in "$data" "$out"; do
+        if [[ $path =~ $meta ]]; then
+            log "ERROR: '$path' holds shell metacharacters (\$ \` ; & | < > ( ) \\ \" ' !)," \
+                "which launchers would run as code; rename it or use a symlink"
+            exit 1
+        fi
+    done
     if ! "$python" -c "import speechdump" 2>/dev/null; then
         log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
         exit 1
