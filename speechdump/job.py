@@ -66,7 +66,8 @@ def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, spl
     def write(utt_id: str, output) -> None:
         arrays = output if isinstance(output, dict) else {"": output}
         for name, array in arrays.items():
-            writers[name].write(utt_id, np.asarray(array).astype(dtype, copy=False))
+            kind = np.float32 if name in extractor.exact_streams else dtype
+            writers[name].write(utt_id, np.asarray(array).astype(kind, copy=False))
         if extractor.frame_level:
             num_frames.append((utt_id, str(len(next(iter(arrays.values()))))))
 

@@ -231,7 +231,7 @@ def test_window_streams_become_files_with_window_counts(tmp_path, utterances, wa
                                hop_seconds=HOP)
     some = utterances[:4]
     run_job(some, extractor, "hub", str(tmp_path / "split"), 1,
-            engine.EngineOptions(progress=False))
+            engine.EngineOptions(progress=False), dtype="float16")
     counts = read_table(tmp_path / "split" / "utt2num_frames.1")
     for utt in some:
         assert int(counts[utt.utt_id]) == len(expected_windows(len(waves[utt.utt_id])))
@@ -239,6 +239,9 @@ def test_window_streams_become_files_with_window_counts(tmp_path, utterances, wa
         arrays = dict(kaldiio.load_scp(str(tmp_path / "split" / f"hub_{stream}.1.scp")))
         assert {u.utt_id: arrays[u.utt_id].shape for u in some} == {
             u.utt_id: (int(counts[u.utt_id]), dim) for u in some}
+        # --dtype float16 stores the features; time stamps stay exact float32.
+        assert {a.dtype for a in arrays.values()} == {
+            np.dtype(np.float32 if stream == "times" else np.float16)}
 
 
 def test_layer_and_option_errors_are_clear(tmp_path):

@@ -30,6 +30,8 @@ class Extractor(abc.ABC):
     # Frame-level outputs ([frames, dim] per utterance; utt2num_frames is written and checked)
     # rather than one vector per utterance.
     frame_level: bool = False
+    # Streams kept in float32 whatever --dtype says (e.g. window time stamps).
+    exact_streams: Sequence[str] = ()
 
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:

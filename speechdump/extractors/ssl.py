@@ -207,6 +207,7 @@ class SSLExtractor(Extractor):
                 raise ValueError(f"--window_seconds {window_seconds}: the model needs at least "
                                  f"{self.min_seconds} s per window")
             self.streams += ("times",)
+            self.exact_streams = ("times",)  # seconds: float16 would round 2.8795 to 2.88
         self.frame_level = pool == "none" or self.window is not None
 
         # Exact padded batches for the known architectures (module docstring); others get
