@@ -41,6 +41,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="storage type of the arrays")
+    p.add_argument("--compress", type=str2bool, default=False,
+                   help="Kaldi-compress float32 matrices (lossy, as copy-feats --compress)")
     p.add_argument("--batch_seconds", type=float, default=60.0,
                    help="upper bound on the padded audio seconds in one forward pass")
     p.add_argument("--batch_size", type=int, default=64, help="upper bound on utterances per batch")
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
                                    skip_bad=args.skip_bad)
     try:
         stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,
-                        dtype=args.dtype, config=config)
+                        dtype=args.dtype, compress=args.compress, config=config)
     except UtteranceError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ frame_shift=         # fbank/mfcc: ms (default 10)
 dither=              # fbank/mfcc: default 0 (reproducible)
 device=cpu           # cpu; cuda: one GPU per job through the launcher's --gpu 1; cuda:N
 dtype=float32        # storage: float32 or float16
+compress=false       # true: Kaldi-compress the matrices (lossy, as copy-feats --compress)
 batch_seconds=60     # upper bound on padded audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
@@ -36,7 +37,7 @@ utt2num_frames, one entry per utterance of <data_dir>/text (or wav.scp), in that
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <dir> --layers <$layers> --pool <$pool>
   --window_seconds <s> --hop_seconds <s> --num_mel_bins <n> --num_ceps <n> --frame_length <ms>
-  --frame_shift <ms> --dither <d> --device <$device> --dtype <$dtype>
+  --frame_shift <ms> --dither <d> --device <$device> --dtype <$dtype> --compress <$compress>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
   --sort_window <$sort_window> --num_threads <$num_threads> --skip_bad <$skip_bad>
   --tag <$tag> --python <$python>"
@@ -64,7 +65,7 @@ fi
 
 extract_stage_prepare
 extract_stage_run --toolkit "$toolkit" ${model:+--model "$model"} "${extractor_opts[@]}" \
-    --dtype "$dtype" --batch_seconds "$batch_seconds" --batch_size "$batch_size" \
+    --dtype "$dtype" --compress "$compress" --batch_seconds "$batch_seconds" --batch_size "$batch_size" \
     --num_workers "$num_workers" --sort_window "$sort_window" --num_threads "$num_threads" \
     --skip_bad "$skip_bad"
 extract_stage_merge

@@ -48,7 +48,7 @@ def is_done(split_dir: str, job: int, utterances: Sequence[Utterance], config: d
 
 def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, split_dir: str,
             job: int, options: engine.EngineOptions, dtype: str = "float32",
-            config: Optional[dict] = None) -> engine.JobStats:
+            compress: bool = False, config: Optional[dict] = None) -> engine.JobStats:
     """Runs the job; ``config`` (what determines its output) is recorded for ``is_done``."""
     os.makedirs(split_dir, exist_ok=True)
     stems = stream_names(tag, extractor)
@@ -59,7 +59,8 @@ def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, spl
         if os.path.exists(path):
             os.remove(path)
     writers = {name: ArkScpWriter(os.path.join(split_dir, f"{stem}.{job}.ark"),
-                                  os.path.join(split_dir, f"{stem}.{job}.scp"))
+                                  os.path.join(split_dir, f"{stem}.{job}.scp"),
+                                  compress=compress and name not in extractor.exact_streams)
                for name, stem in stems.items()}
     num_frames = []
 

@@ -17,8 +17,13 @@ import numpy as np
 PARTIAL_SUFFIX = ".partial"
 
 
+# Kaldi's CompressedMatrix method of copy-feats --compress (kSpeechFeature): lossy, see README.
+KALDI_COMPRESSION = 2
+
+
 class ArkScpWriter:
-    def __init__(self, ark_path: str, scp_path: str):
+    def __init__(self, ark_path: str, scp_path: str, compress: bool = False):
+        self.compress = compress
         self.ark_path = ark_path
         self.scp_path = scp_path
         self._partial_scp = scp_path + PARTIAL_SUFFIX
@@ -34,7 +39,11 @@ class ArkScpWriter:
         # Kaldi's binary format has no float16: such arrays go in kaldiio's NPY records, which
         # kaldiio (and so ESPnet and speechdump.readers) read back; Kaldi binaries do not.
         write_function = "numpy" if array.dtype == np.float16 else None
-        kaldiio.save_ark(self._ark, {key: array}, write_function=write_function)
+        # Kaldi compresses matrices only; vectors and integer arrays are stored as they are.
+        compression = (KALDI_COMPRESSION if self.compress and array.ndim == 2
+                       and array.dtype == np.float32 else None)
+        kaldiio.save_ark(self._ark, {key: array}, write_function=write_function,
+                         compression_method=compression)
         self._scp.write(f"{key} {self.ark_path}:{offset}\n")
         self.count += 1
 
