@@ -84,3 +84,21 @@ def test_kaldi_compression_is_lossy_within_its_documented_bound(tmp_path, stage_
     assert 0 < worst < 1e-2  # measured 5.4e-3 on these samples (8 bits per column)
     assert (tmp_path / "true" / "split2" / "feats.1.ark").stat().st_size < \
         (tmp_path / "false" / "split2" / "feats.1.ark").stat().st_size / 2
+
+
+def test_ssl_layers_nj_invariance(tmp_path, stage_env):
+    import build_ssl_model
+
+    model = build_ssl_model.build(tmp_path / "wavlm", kind="wavlm", norm="layer")
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    runs = {}
+    for nj in (1, 3):
+        out = tmp_path / f"nj{nj}"
+        run_feats_stage(["--toolkit", "ssl", "--model", model, "--layers", "0,2", "--nj", nj,
+                         data, out], stage_env)
+        runs[nj] = {layer: load(out / f"feats_layer{layer}.scp") for layer in (0, 2)}
+        frames = dict(read_pairs(out / "utt2num_frames"))
+        assert all(m.shape[0] == int(frames[u]) for u, m in runs[nj][2])
+    for layer in (0, 2):
+        assert [k for k, _ in runs[1][layer]] == [k for k, _ in runs[3][layer]]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[1][layer], runs[3][layer]))

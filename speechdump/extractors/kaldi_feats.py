@@ -35,6 +35,8 @@ than the features anyway, so the features are computed on the CPU whatever ``dev
 
 from __future__ import annotations
 
+import abc
+
 from typing import List, Optional
 
 import numpy as np
@@ -90,8 +92,9 @@ class _KaldiFeatsExtractor(Extractor):
                     dither=self.dither, energy_floor=0.0, snip_edges=True,
                     sample_frequency=float(self.sample_rate), use_energy=False)
 
+    @abc.abstractmethod
     def _compute(self, wave: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """[1, samples] in the 16-bit range -> [frames, dim]."""
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         """Waveform (float, [-1, 1], at ``sample_rate``) -> features ``[frames, dim]`` float32."""
