@@ -166,3 +166,13 @@ def test_resampler_cache_keys_on_dtype():
     assert cache.get(48000, 16000, "cpu", torch.float32) is not cache.get(48000, 16000, "cpu",
                                                                           torch.float64)
     assert len(cache) == 2
+
+
+def test_nan_samples_are_an_error(tmp_path):
+    samples, rate = soundfile.read(AUDIO / "arctic-aew-a0003.wav", dtype="float32")
+    samples[1000:1010] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, samples, rate, subtype="FLOAT")
+    with pytest.raises(UtteranceError, match="NaN or Inf") as err:
+        load_audio(Utterance("nan-utt", str(path)), 16000, ResamplerCache())
+    assert "nan-utt" in str(err.value) and str(path) in str(err.value)
