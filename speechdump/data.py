@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 
-class DataDirError(Exception):
+class DataDirError(ValueError):
     """A data dir file is malformed; the message names the file and line."""
 
 

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from speechdump.data import read_table
+
 __all__ = ["ScpDataset", "ScpReadError", "collate_padded", "read_scp_table", "speechbrain_item"]
 
 
@@ -56,19 +58,10 @@ class ScpReadError(OSError):
 
 def read_scp_table(path: str) -> Dict[str, str]:
     """``utt id -> entry`` (e.g. ``foo.ark:123``) in file order; reads the text only."""
-    table: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            key, _, entry = line.partition(" ")
-            entry = entry.strip()
-            if not entry:
-                raise ValueError(f"{path}:{lineno}: no entry after utterance id '{key}'")
-            if key in table:
-                raise ValueError(f"{path}:{lineno}: duplicate utterance id '{key}'")
-            table[key] = entry
+    table = read_table(path)
+    empty = [key for key, entry in table.items() if not entry]
+    if empty:
+        raise ValueError(f"{path}: no entry after utterance id '{empty[0]}'")
     return table
 
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import abc
+import os
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
+
+
+def looks_like_local_path(model: str) -> bool:
+    """A model name that can only be meant as a local path (a hub name is ``owner/name``)."""
+    return (os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1
+            or os.path.exists(model))
 
 
 class Extractor(abc.ABC):

@@ -25,15 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speechdump.extractors.base import Extractor
+from speechdump.extractors.base import Extractor, looks_like_local_path
 
 DEFAULT_SAMPLE_RATE = 16000
 
-
-def _is_path_like(model: str) -> bool:
-    """A name that can only be meant as a local path (a hub name is ``owner/name``)."""
-    return (os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1
-            or os.path.exists(model))
 
 
 class _PerItemPadding:
@@ -98,7 +93,7 @@ class SpeechBrainExtractor(Extractor):
             # paths); a local copy must load its own files, and nothing may be downloaded.
             kwargs["overrides"] = {"pretrained_path": source} if defines_pretrained_path else {}
             kwargs["fetch_config"] = FetchConfig(allow_network=False)
-        elif _is_path_like(model):
+        elif looks_like_local_path(model):
             raise ValueError(f"speechbrain model '{model}' is not a directory")
         else:
             source = model  # a hub name: fetched (Hugging Face cache) because the user named it

@@ -88,7 +88,7 @@ import numpy as np
 import torch
 
 from speechdump.batching import pad, plan_batches
-from speechdump.extractors.base import Extractor
+from speechdump.extractors.base import Extractor, looks_like_local_path
 
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
 MASKABLE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -96,11 +96,6 @@ POOLS = ("none", "mean", "last")
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
 
-
-def _is_path_like(model: str) -> bool:
-    """A name that can only be meant as a local path (a hub name is ``owner/name``)."""
-    return (os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1
-            or os.path.exists(model))
 
 
 def parse_layers(spec: str, num_layers: int) -> List[int]:
@@ -154,7 +149,7 @@ class SSLExtractor(Extractor):
         path = os.path.expanduser(model)
         if os.path.isdir(path):
             source, local = os.path.abspath(path), True
-        elif _is_path_like(model):
+        elif looks_like_local_path(model):
             raise ValueError(f"ssl model '{model}' is not a directory")
         else:
             source, local = model, False  # a hub name: fetched because the user named it
