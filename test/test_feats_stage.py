@@ -4,7 +4,6 @@ import subprocess
 
 import kaldiio
 import numpy as np
-import pytest
 
 from conftest import REPO, make_data_dir, read_pairs
 
