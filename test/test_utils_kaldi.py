@@ -22,6 +22,7 @@ TOOLS = [
     "spk2utt_to_utt2spk.pl",
     "validate_data_dir.sh",
     "fix_data_dir.sh",
+    "finish_data_prep.sh",
 ]
 
 
@@ -716,3 +717,31 @@ def test_fix_data_dir_errors(tmp_path):
     d = make_dir(tmp_path / "e", {"utt2spk": "a s\nb\n"})
     res = run([tool("fix_data_dir.sh"), d])
     assert res.returncode == 1 and f"{d}/utt2spk line 2 has 1 fields" in res.stderr
+
+
+def test_finish_data_prep(tmp_path):
+    tmp = tmp_path / "tmp"
+    write(tmp / "wav.scp", "s2-b /a/b.wav\ns1-a /a/a.wav\ns1-c /a/c.wav\n")
+    write(tmp / "utt2spk", "s2-b s2\ns1-a s1\ns1-c s1\n")
+    write(tmp / "text", "s1-a HELLO\ns2-b WORLD\n")
+    write(tmp / "no_text", "s1-c\n")
+    write(tmp / "speaker2gender", "s1 f\ns9 m\n")
+    data = tmp_path / "data"
+    res = run([tool("finish_data_prep.sh"), tmp, data, "corpus-x"])
+    assert res.returncode == 0, res.stderr
+    assert (data / "wav.scp").read_text() == "s1-a /a/a.wav\ns1-c /a/c.wav\ns2-b /a/b.wav\n"
+    assert (data / "spk2utt").read_text() == "s1 s1-a s1-c\ns2 s2-b\n"
+    assert (data / "spk2gender").read_text() == "s1 f\n"
+    assert "no gender for s2" in res.stderr
+    assert "(3 recordings, 2 speakers, 2 with a transcript)" in res.stdout
+    assert "1 recordings have no transcript (kept in wav.scp, left out of text): s1-c" in res.stdout
+
+    write(tmp / "wav.scp", "s1-a /a/a.wav\ns1-a /a/b.wav\n")
+    res = run([tool("finish_data_prep.sh"), tmp, data, "corpus-x"])
+    assert res.returncode == 1 and "duplicate utterance ids in corpus-x: s1-a" in res.stderr
+    write(tmp / "wav.scp", "s1-a /a/a.wav\n")
+    (tmp / "text").write_text("")
+    res = run([tool("finish_data_prep.sh"), "--missing_text", ".txt file", tmp, data, "x"])
+    assert res.returncode == 1 and "none of the 1 recordings of x has a .txt file" in res.stderr
+    res = run([tool("finish_data_prep.sh"), tmp])
+    assert res.returncode == 1 and "Usage:" in res.stderr

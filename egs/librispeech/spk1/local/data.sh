@@ -86,41 +86,11 @@ for subset in $subsets; do
         }
         END { if (bad) exit 1 }' "$tmp/trans_files" "$tmp/files"
 
-    for f in wav.scp utt2spk; do sort "$tmp/$f" > "$data/$f"; done
-    touch "$tmp/text" "$tmp/no_text"
-    sort "$tmp/text" > "$data/text"
-    dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
-    [ -z "$dups" ] || die "duplicate utterance ids in $src: $dups"
-    utils/utt2spk_to_spk2utt.pl "$data/utt2spk" > "$data/spk2utt"
-
-    if [ -f "$speakers" ]; then
-        awk -F'|' -v me="$0" -v out="$data/spk2gender" '
-            NR == FNR {
-                if ($0 ~ /^[ \t]*;/ || NF < 2) next
-                id = $1; g = tolower($2)
-                gsub(/[ \t\r]/, "", id); gsub(/[ \t\r]/, "", g)
-                if (g == "m" || g == "f") gender[id] = g
-                next
-            }
-            { split($0, f, " ") }
-            f[1] in gender { print f[1], gender[f[1]] > out; next }
-            { missing = missing " " f[1] }
-            END {
-                if (missing != "")
-                    print me ": WARNING: no gender in SPEAKERS.TXT for" missing > "/dev/stderr"
-            }
-        ' "$speakers" "$data/spk2utt"
+    if [ -f "$speakers" ]; then  # SPEAKERS.TXT: ";" comments, "ID | SEX | SUBSET | ..."
+        awk -F'|' '$0 ~ /^[ \t]*;/ || NF < 2 { next }
+                   { id = $1; g = tolower($2); gsub(/[ \t\r]/, "", id); gsub(/[ \t\r]/, "", g) }
+                   g == "m" || g == "f" { print id, g }' "$speakers" > "$tmp/speaker2gender"
     fi
-
-    n_wav=$(wc -l < "$data/wav.scp")
-    n_text=$(wc -l < "$data/text")
-    [ "$n_text" -gt 0 ] || die "none of the $n_wav recordings of $src has a line in its trans.txt"
-    echo "$0: prepared $data from $src ($n_wav recordings, $(wc -l < "$data/spk2utt") speakers," \
-        "$n_text with a transcript)"
-    if [ "$n_text" -lt "$n_wav" ]; then
-        echo "$0: $((n_wav - n_text)) recordings have no transcript" \
-            "(kept in wav.scp, left out of text):" \
-            "$(sort "$tmp/no_text" | awk 'NR <= 10 { printf "%s ", $1 } NR == 11 { printf "..." }')"
-    fi
+    utils/finish_data_prep.sh "$tmp" "$data" "$src"
     rm -rf "$tmp"
 done

@@ -103,44 +103,17 @@ for subset in $subsets; do
         }
         END { if (bad) exit 1 }' "$tmp/files"
 
-    for f in wav.scp utt2spk; do sort "$tmp/$f" > "$data/$f"; done
-    touch "$tmp/text" "$tmp/no_text"
-    sort "$tmp/text" > "$data/text"
-    dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
-    [ -z "$dups" ] || die "duplicate utterance ids in $src: $dups"
-    utils/utt2spk_to_spk2utt.pl "$data/utt2spk" > "$data/spk2utt"
-
     if [ -n "$speakers" ]; then
         # speakers.tsv: READER<tab>GENDER<tab>...; SPEAKERS.txt: ";" comments, "ID | SEX | ...".
-        awk -v me="$0" -v out="$data/spk2gender" -v name="${speakers##*/}" '
-            NR == FNR {
-                gsub(/\r/, "")
-                if ($0 ~ /^[ \t]*;/) next
-                nf = split($0, f, (name == "speakers.tsv") ? "\t" : "|")
-                if (nf < 2) next
-                id = f[1]; g = tolower(f[2])
-                gsub(/[ \t]/, "", id); gsub(/[ \t]/, "", g)
-                if (g == "m" || g == "f") gender[id "_"] = g
-                next
-            }
-            $1 in gender { print $1, gender[$1] > out; next }
-            { missing = missing " " substr($1, 1, length($1) - 1) }
-            END {
-                if (missing != "")
-                    print me ": WARNING: no gender in " name " for" missing > "/dev/stderr"
-            }
-        ' "$speakers" "$data/spk2utt"
+        # Speaker ids carry the "_" that keeps Kaldi's two sort orders in agreement.
+        awk -v name="${speakers##*/}" '
+            { gsub(/\r/, "") }
+            $0 ~ /^[ \t]*;/ { next }
+            { nf = split($0, f, (name == "speakers.tsv") ? "\t" : "|") }
+            nf < 2 { next }
+            { id = f[1]; g = tolower(f[2]); gsub(/[ \t]/, "", id); gsub(/[ \t]/, "", g) }
+            g == "m" || g == "f" { print id "_", g }' "$speakers" > "$tmp/speaker2gender"
     fi
-
-    n_wav=$(wc -l < "$data/wav.scp")
-    n_text=$(wc -l < "$data/text")
-    [ "$n_text" -gt 0 ] || die "none of the $n_wav recordings of $src has a .$text_kind.txt file"
-    echo "$0: prepared $data from $src ($n_wav recordings, $(wc -l < "$data/spk2utt") speakers," \
-        "$n_text with $text_kind text)"
-    if [ "$n_text" -lt "$n_wav" ]; then
-        echo "$0: $((n_wav - n_text)) recordings have no .$text_kind.txt" \
-            "(kept in wav.scp, left out of text):" \
-            "$(sort "$tmp/no_text" | awk 'NR <= 10 { printf "%s ", $1 } NR == 11 { printf "..." }')"
-    fi
+    utils/finish_data_prep.sh --missing_text ".$text_kind.txt" "$tmp" "$data" "$src"
     rm -rf "$tmp"
 done

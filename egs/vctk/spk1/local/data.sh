@@ -86,38 +86,8 @@ awk -v me="$0" -v suffix="$suffix" -v txt="$corpus/txt" -v dir="$tmp" '
     }
     END { if (bad) exit 1 }' "$tmp/files"
 
-for f in wav.scp utt2spk; do sort "$tmp/$f" > "$data/$f"; done
-touch "$tmp/text" "$tmp/no_text"
-sort "$tmp/text" > "$data/text"
-dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
-[ -z "$dups" ] || die "duplicate utterance ids: $dups"
-utils/utt2spk_to_spk2utt.pl "$data/utt2spk" > "$data/spk2utt"
-
-# Gender (F/M, third column) from speaker-info.txt; 0.80 writes its ids without the "p".
-awk -v me="$0" -v out="$data/spk2gender" '
-    NR == FNR {
-        gsub(/\r/, "")
-        if (FNR == 1 && $1 == "ID" || NF < 3) next
-        id = ($1 ~ /^[0-9]+$/) ? "p" $1 : $1
-        g = tolower($3)
-        if (g == "m" || g == "f") gender[id] = g
-        next
-    }
-    $1 in gender { print $1, gender[$1] > out; next }
-    { missing = missing " " $1 }
-    END {
-        if (missing != "")
-            print me ": WARNING: no gender in speaker-info.txt for" missing > "/dev/stderr"
-    }
-' "$corpus/speaker-info.txt" "$data/spk2utt"
-
-n_wav=$(wc -l < "$data/wav.scp")
-n_text=$(wc -l < "$data/text")
-[ "$n_text" -gt 0 ] || die "none of the $n_wav recordings has a transcript in $corpus/txt"
-echo "$0: prepared $data from $audio ($n_wav recordings, $(wc -l < "$data/spk2utt") speakers," \
-    "$n_text with a transcript)"
-if [ "$n_text" -lt "$n_wav" ]; then
-    echo "$0: $((n_wav - n_text)) recordings have no transcript" \
-        "(kept in wav.scp, left out of text):" \
-        "$(sort "$tmp/no_text" | awk 'NR <= 10 { printf "%s ", $1 } NR == 11 { printf "..." }')"
-fi
+# Gender (F/M, third column) of speaker-info.txt; 0.80 writes its ids without the "p".
+awk '{ gsub(/\r/, "") } FNR == 1 && $1 == "ID" || NF < 3 { next }
+     { id = ($1 ~ /^[0-9]+$/) ? "p" $1 : $1; g = tolower($3) }
+     g == "m" || g == "f" { print id, g }' "$corpus/speaker-info.txt" > "$tmp/speaker2gender"
+utils/finish_data_prep.sh "$tmp" "$data" "$audio"
