@@ -4,10 +4,8 @@
 # k-means on the first set: <expdir>/kmeans_<K>; tokens: <dumpdir>/tokens_<K>/<set>/tokens(.scp).
 set -euo pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+# Recipes link this file, so its own folder is found through the link.
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../data_stages.sh"
 SECONDS=0
 
 stage=1              # first stage to run
@@ -59,20 +57,7 @@ fi
 km_dir=$expdir/kmeans_${feats_stem}_$n_clusters
 first_set=${sets%% *}
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-    log "stage 1: data preparation"
-    # shellcheck disable=SC2086  # options are word-split on purpose
-    local/data.sh $local_data_opts "$datadir"
-fi
-
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-    for set in $sets; do
-        log "stage 2: checking $datadir/$set"
-        [ "$fix_data" = true ] && utils/fix_data_dir.sh "$datadir/$set"
-        utils/validate_data_dir.sh --no-feats --no-text "$datadir/$set"
-        [ -f "$datadir/$set/utt2dur" ] || python3 pyscripts/get_utt2dur.py "$datadir/$set"
-    done
-fi
+data_stages
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     for set in $sets; do
