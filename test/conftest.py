@@ -45,6 +45,23 @@ def sample_utterances():
 
 
 @pytest.fixture(scope="session")
+def utterances(sample_utterances):
+    """Every sample recording as an Utterance."""
+    from speechdump.data import Utterance
+
+    return [Utterance(utt, path) for utt, path in sample_utterances]
+
+
+@pytest.fixture(scope="session")
+def waves(utterances):
+    """utt id -> the 16 kHz mono waveform speechdump decodes: the input every reference uses."""
+    from speechdump.audio import ResamplerCache, load_audio
+
+    resamplers = ResamplerCache()
+    return {u.utt_id: load_audio(u, 16000, resamplers) for u in utterances}
+
+
+@pytest.fixture(scope="session")
 def stage_env():
     """Environment in which stages find this interpreter as python3 and the utils."""
     env = dict(os.environ)

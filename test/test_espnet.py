@@ -77,17 +77,6 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def utterances(sample_utterances):
-    return [Utterance(utt, path) for utt, path in sample_utterances]
-
-
-@pytest.fixture(scope="module")
-def waves(utterances):
-    resamplers = ResamplerCache()
-    return {u.utt_id: load_audio(u, RATE, resamplers) for u in utterances}
-
-
-@pytest.fixture(scope="module")
 def espnet_by_arch(models):
     return {arch: load_extractor("espnet", str(path)) for arch, path in models.items()}
 

@@ -17,7 +17,7 @@ from transformers.utils import logging as hf_logging
 from build_ssl_model import build
 from conftest import SAMPLES
 from speechdump import engine
-from speechdump.audio import ResamplerCache, UtteranceError, load_audio
+from speechdump.audio import UtteranceError
 from speechdump.data import Utterance, read_table
 from speechdump.extractors import load_extractor
 from speechdump.job import run_job
@@ -52,17 +52,6 @@ def batching(extractor):
 
     extractor._encode = recording
     return calls
-
-
-@pytest.fixture(scope="module")
-def utterances(sample_utterances):
-    return [Utterance(utt, path) for utt, path in sample_utterances]
-
-
-@pytest.fixture(scope="module")
-def waves(utterances):
-    resamplers = ResamplerCache()
-    return {u.utt_id: load_audio(u, RATE, resamplers) for u in utterances}
 
 
 @pytest.fixture(scope="module", params=MODELS, ids=lambda m: "-".join(m))
