@@ -4,6 +4,7 @@
 
 import argparse
 import logging
+import resource
 import sys
 
 import torch
@@ -13,6 +14,7 @@ from speechdump.audio import UtteranceError
 from speechdump.data import read_utterances
 from speechdump.extractors import available, load_extractor
 from speechdump.job import is_done, run_job
+from speechdump.storage import WriteError
 
 # Options that change only speed, never the output: a rerun with other values skips done jobs.
 SPEED_ONLY = ("batch_seconds", "batch_size", "num_workers", "num_threads", "sort_window",
@@ -87,8 +89,12 @@ def main(argv=None) -> int:
     except UtteranceError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
-    logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad", stats.done,
-                 stats.audio_seconds, stats.wall_seconds, len(stats.bad))
+    except WriteError as exc:  # disk full, file size limit: the user needs the file, not a trace
+        print(f"ERROR: job {args.job}: {exc}", file=sys.stderr)
+        return 1
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad; peak memory %.0f MiB",
+                 stats.done, stats.audio_seconds, stats.wall_seconds, len(stats.bad), peak_mib)
     for utt_id, reason in stats.bad:
         logging.warning("skipped bad utterance %s: %s", utt_id, reason)
     return 0

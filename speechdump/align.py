@@ -11,9 +11,9 @@ import collections
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import kaldiio
 import numpy as np
 
+from speechdump.ark_reader import ArkFormatError, read_scp_arrays
 from speechdump.data import read_table
 
 
@@ -29,13 +29,17 @@ def _some(ids: Sequence[str], n: int = 10) -> str:
 def merge_scps(paths: Iterable[str]) -> Dict[str, str]:
     """Union of several scps (key -> ark location); a key in two of them is an error."""
     merged: Dict[str, str] = {}
-    origin: Dict[str, str] = {}
+    read: List[str] = []
     for path in paths:
-        for key, location in read_table(path).items():
-            if key in merged:
-                raise AlignmentError(f"'{key}' is in both {origin[key]} and {path}")
-            merged[key] = location
-            origin[key] = path
+        table = read_table(path)
+        before = len(merged)
+        merged.update(table)
+        if len(merged) != before + len(table):  # rare: re-read the earlier scps to say where
+            for earlier in read:
+                shared = sorted(table.keys() & read_table(earlier).keys())
+                if shared:
+                    raise AlignmentError(f"'{shared[0]}' is in both {earlier} and {path}")
+        read.append(path)
     return merged
 
 
@@ -48,10 +52,14 @@ class Alignment:
 
 def align(entries: Dict[str, str], reference: Sequence[str]) -> Alignment:
     kept = [(key, entries[key]) for key in reference if key in entries]
-    ref = set(reference)
-    return Alignment(entries=kept,
-                     dropped=[key for key in entries if key not in ref],
-                     missing=[key for key in reference if key not in entries])
+    missing, dropped = [], []
+    # The usual case, every reference id extracted and nothing else, needs no second pass.
+    if len(kept) != len(reference):
+        missing = [key for key in reference if key not in entries]
+    if len(kept) != len(entries):
+        ref = set(reference)
+        dropped = [key for key in entries if key not in ref]
+    return Alignment(entries=kept, dropped=dropped, missing=missing)
 
 
 def require_complete(alignment: Alignment, excused: Optional[Dict[str, str]] = None) -> None:
@@ -70,20 +78,22 @@ def validate_scp(scp_path: str, reference: Sequence[str],
     keys: List[str] = []
     shape: Optional[Tuple[int, ...]] = None
     first_key = None
-    for key, array in kaldiio.load_scp_sequential(scp_path):
-        keys.append(key)
-        array = np.asarray(array)
-        if not np.isfinite(array).all():
-            raise AlignmentError(f"{scp_path}: '{key}' holds NaN or Inf")
-        if num_frames is not None and array.shape[0] != int(num_frames.get(key, -1)):
-            raise AlignmentError(f"{scp_path}: '{key}' has {array.shape[0]} frames, "
-                                 f"utt2num_frames says {num_frames.get(key)}")
-        trailing = array.shape[1:] if array.ndim > 1 else array.shape
-        if shape is None:
-            shape, first_key = trailing, key
-        elif trailing != shape:
-            raise AlignmentError(f"{scp_path}: '{key}' has shape {array.shape}, "
-                                 f"'{first_key}' has dimension {shape}")
+    try:
+        for key, array in read_scp_arrays(scp_path):
+            keys.append(key)
+            if not np.isfinite(array).all():
+                raise AlignmentError(f"{scp_path}: '{key}' holds NaN or Inf")
+            if num_frames is not None and array.shape[0] != int(num_frames.get(key, -1)):
+                raise AlignmentError(f"{scp_path}: '{key}' has {array.shape[0]} frames, "
+                                     f"utt2num_frames says {num_frames.get(key)}")
+            trailing = array.shape[1:] if array.ndim > 1 else array.shape
+            if shape is None:
+                shape, first_key = trailing, key
+            elif trailing != shape:
+                raise AlignmentError(f"{scp_path}: '{key}' has shape {array.shape}, "
+                                     f"'{first_key}' has dimension {shape}")
+    except (ArkFormatError, OSError) as exc:
+        raise AlignmentError(f"{scp_path}: {exc}") from exc
     if len(set(keys)) != len(keys):
         dup = sorted(k for k, n in collections.Counter(keys).items() if n > 1)
         raise AlignmentError(f"{scp_path}: duplicate ids: {_some(dup)}")

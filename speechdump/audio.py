@@ -68,6 +68,10 @@ def read_samples(utt: Utterance) -> Tuple[np.ndarray, int]:
     if source.endswith("|"):
         samples, rate = _read_pipe(source[:-1])
     elif os.path.exists(source):
+        # Opened here first so that an unreadable file fails with its own reason (permission
+        # denied): libsndfile says only "System error".
+        with open(source, "rb"):
+            pass
         if os.path.getsize(source) == 0:
             raise ValueError("the file is empty (0 bytes)")
         if utt.is_segment:  # read only the segment, not the whole recording

@@ -14,15 +14,21 @@ class DataDirError(ValueError):
 def read_table(path: str) -> Dict[str, str]:
     """Reads a Kaldi table (``key rest-of-line``) keeping file order; duplicate keys are an error."""
     table: Dict[str, str] = {}
+    lines = 0
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            if key in table:
-                raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
-            table[key] = value.strip()
+        for line in f:
+            fields = line.split(maxsplit=1)
+            if fields:
+                table[fields[0]] = fields[1].rstrip() if len(fields) > 1 else ""
+                lines += 1
+    if len(table) != lines:  # rare: find the first repeated key for the message
+        seen = set()
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                fields = line.split(maxsplit=1)
+                if fields and fields[0] in seen:
+                    raise DataDirError(f"{path}:{lineno}: duplicate key '{fields[0]}'")
+                seen.update(fields[:1])
     return table
 
 
@@ -34,10 +40,14 @@ def read_keys(path: str) -> List[str]:
 def write_table(path: str, items: Iterable[Tuple[str, str]]) -> None:
     """Writes ``key value`` lines atomically (temporary name, then rename)."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key, value in items:
-            f.write(f"{key} {value}\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key, value in items:
+                f.write(f"{key} {value}\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # left only by a failed write (a full disk)
+            os.remove(tmp)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 A job writes its arrays to ``<prefix>.ark`` as they come and its index to ``<prefix>.scp.partial``;
 only ``commit()`` (after the ark is flushed to disk) renames the index to ``<prefix>.scp``. A job
 killed at any moment therefore leaves no scp line pointing into a partial ark, and the presence
-of ``<prefix>.scp`` means the job finished.
+of ``<prefix>.scp`` means the job finished. A file that cannot be written (disk full, file size
+limit, permissions) raises ``WriteError``, which names it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Dict, Iterator, Tuple
 
@@ -15,6 +17,26 @@ import kaldiio
 import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
+
+
+class WriteError(Exception):
+    """An output file cannot be written; the message names it and says why."""
+
+    def __init__(self, path: str, cause: OSError):
+        # Errno and text only: the cause's own filename may be a temporary name or absent.
+        reason = f"[Errno {cause.errno}] {cause.strerror}" if cause.errno else str(cause)
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Turns an OSError raised inside into a WriteError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
 
 
 # Kaldi's CompressedMatrix method of copy-feats --compress (kSpeechFeature): lossy, see README.
@@ -27,8 +49,16 @@ class ArkScpWriter:
         self.ark_path = ark_path
         self.scp_path = scp_path
         self._partial_scp = scp_path + PARTIAL_SUFFIX
-        self._ark = open(ark_path, "wb")
-        self._scp = open(self._partial_scp, "w", encoding="utf-8")
+        self._committed = False
+        with writing(ark_path):
+            self._ark = open(ark_path, "wb")
+        try:
+            with writing(self._partial_scp):
+                self._scp = open(self._partial_scp, "w", encoding="utf-8")
+        except WriteError:
+            self._ark.close()
+            os.remove(ark_path)
+            raise
         self.count = 0
 
     def write(self, key: str, array: np.ndarray) -> None:
@@ -42,23 +72,35 @@ class ArkScpWriter:
         # Kaldi compresses matrices only; vectors and integer arrays are stored as they are.
         compression = (KALDI_COMPRESSION if self.compress and array.ndim == 2
                        and array.dtype == np.float32 else None)
-        kaldiio.save_ark(self._ark, {key: array}, write_function=write_function,
-                         compression_method=compression)
-        self._scp.write(f"{key} {self.ark_path}:{offset}\n")
+        with writing(self.ark_path):
+            kaldiio.save_ark(self._ark, {key: array}, write_function=write_function,
+                             compression_method=compression)
+        with writing(self._partial_scp):
+            self._scp.write(f"{key} {self.ark_path}:{offset}\n")
         self.count += 1
 
     def commit(self) -> None:
-        for f in (self._ark, self._scp):
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        os.replace(self._partial_scp, self.scp_path)
+        for f, path in ((self._ark, self.ark_path), (self._scp, self._partial_scp)):
+            with writing(path):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+        with writing(self.scp_path):
+            os.replace(self._partial_scp, self.scp_path)
+        self._committed = True
 
     def abort(self) -> None:
-        self._ark.close()
-        self._scp.close()
-        if os.path.exists(self._partial_scp):
-            os.remove(self._partial_scp)
+        """Discards what this writer wrote (committed or not), the ark included: on a full disk
+        that frees the space for the job's log and for other jobs."""
+        for f in (self._ark, self._scp):
+            try:
+                f.close()
+            except OSError:  # close flushes the buffer, which fails again on a full disk
+                pass
+        paths = [self._partial_scp, self.ark_path] + ([self.scp_path] if self._committed else [])
+        for path in paths:
+            if os.path.exists(path):
+                os.remove(path)
 
     def __enter__(self) -> "ArkScpWriter":
         return self

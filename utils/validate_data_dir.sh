@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # validate_data_dir.sh: check that a Kaldi-style data directory is consistent.
 #
-#   validate_data_dir.sh [--no-text] [--no-wav] [--no-feats] [--no-spk-sort] <data-dir>
+#   validate_data_dir.sh [--no-text] [--any-text-ids] [--no-wav] [--no-feats] [--no-spk-sort] <data-dir>
 #
 # Kaldi tools read these files as sorted tables and merge them by key, so an
 # unsorted file or a mismatched id set gives wrong results rather than an
@@ -11,21 +11,25 @@
 set -euo pipefail
 
 me=validate_data_dir.sh
-usage="Usage: $me [--no-text] [--no-wav] [--no-feats] [--no-spk-sort] <data-dir>
+usage="Usage: $me [--no-text] [--any-text-ids] [--no-wav] [--no-feats] [--no-spk-sort] <data-dir>
 Checks utt2spk, spk2utt, wav.scp, segments, text, utt2dur and feats.scp of
 <data-dir> for sorting, unique ids and matching id sets.
   --no-text      do not require or check text
+  --any-text-ids check text's format and encoding but not that its ids are those of
+                 utt2spk (for tools that use only the utterances text names)
   --no-wav       do not require or check wav.scp
   --no-feats     do not check feats.scp (it is optional anyway)
   --no-spk-sort  do not require utt2spk to be sorted by speaker too"
 
 no_text=false
+any_text_ids=false
 no_wav=false
 no_feats=false
 no_spk_sort=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-text) no_text=true ;;
+    --any-text-ids) any_text_ids=true ;;
     --no-wav) no_wav=true ;;
     --no-feats) no_feats=true ;;
     --no-spk-sort) no_spk_sort=true ;;
@@ -197,7 +201,7 @@ fi
 if ! $no_text; then
   [ -f "$data/text" ] || die "$data/text does not exist (use --no-text if there is none)"
   check table "$data/text" 1 0
-  check samekeys "$data/utt2spk" "$data/text" utterance
+  $any_text_ids || check samekeys "$data/utt2spk" "$data/text" utterance
   check utf8 "$data/text"
 fi
 

@@ -29,7 +29,16 @@ extract_stage_prepare() {
     for f in wav.scp utt2spk; do
         [ -f "$data/$f" ] || { log "ERROR: $data/$f is missing"; exit 1; }
     done
-    validate_data_dir.sh --no-text --no-feats "$data" >/dev/null
+    # text may name fewer or other ids than wav.scp (only its ids are extracted, the others
+    # are reported by the merge), but it is read as a sorted UTF-8 table, so it is checked as one.
+    local text_check=--no-text
+    [ -f "$data/text" ] && text_check=--any-text-ids
+    if ! validate_data_dir.sh "$text_check" --no-feats "$data" >/dev/null; then
+        log "ERROR: $data is not a valid data dir (the line above says what is wrong); nothing" \
+            "was written. utils/fix_data_dir.sh $data sorts its files and drops duplicate ids" \
+            "and ids missing from some of them"
+        exit 1
+    fi
     mkdir -p "$out/log"
     # One stage per output dir: the lock is held by this shell and the jobs it launches, and
     # released by the kernel when they end, however they end.

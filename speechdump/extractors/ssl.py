@@ -65,7 +65,7 @@ fixed here, so every one of these models batches padded utterances exactly:
 After these fixes, the batched engine matches each utterance alone within 1e-5 (see
 test/test_ssl.py). Other architectures (not the four above, or with an adapter) are not assumed
 to honour the mask: they get batches of identical lengths only (``equal_lengths_only``). On CPU
-batching does not pay (bench/ssl.py), so there utterances go one per forward pass by default
+batching does not pay (bench/ssl_feats.py), so there utterances go one per forward pass by default
 (``max_batch_size = 1``); the exact padded batches are for GPUs.
 
 Shortest input (``min_seconds``): one output frame needs the convolutions' receptive field,
@@ -169,7 +169,7 @@ class SSLExtractor(Extractor):
         if self.device.type == "cpu":
             # On CPU a padded batch costs more than its utterances one by one (forward passes
             # of base-size HuBERT over the 26 samples on 2 cores: 10.3 s one at a time, 10.8 s
-            # in batches of <= 20 s, 11.4 s of <= 60 s; the whole engine: bench/ssl.py), so
+            # in batches of <= 20 s, 11.4 s of <= 60 s; the whole engine: bench/ssl_feats.py), so
             # utterances go alone; loaders still run ahead, and in window mode the windows of
             # an utterance are still batched (they need no padding).
             self.max_batch_size = 1

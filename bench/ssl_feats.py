@@ -24,25 +24,19 @@ Then long audio: the 11 s JFK clip tiled to about ``--long_seconds``, in windows
 ``--window_seconds`` every ``--hop_seconds``, windows batched (the extractor's ``forward``)
 against one forward pass per window (each window preprocessed and run alone, mean-pooled).
 
-    tools/venv/bin/python bench/ssl.py
+    tools/venv/bin/python bench/ssl_feats.py
 """
 
+import argparse
+import math
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file is named ssl.py: run as a script, its folder comes first on sys.path and would
-# shadow the standard library's ssl module (imported by asyncio, urllib, ... via torch).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests

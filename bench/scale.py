@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Scale benchmarks of the speaker stage: memory and time against corpus size, the merge of a
+million-line scp, the stage against the model's forward time alone, and jobs against threads.
+
+Each part runs the real stage (scripts/extract_spk_embed.sh with run.pl) on data dirs built by
+bench/make_scale_corpus.sh (segments of the real sample recordings), and prints its figures:
+
+    python bench/scale.py corpus  [--sizes 1000,10000,100000] [--toolkit resemblyzer]
+    python bench/scale.py merge   [--lines 1000000] [--dim 256]
+    python bench/scale.py forward [--toolkits resemblyzer,speechbrain,espnet,rawnet]
+    python bench/scale.py jobs    [--utts 3000]
+
+Work files go to a temporary directory under --work_dir (default: the system's), removed at
+the end. Bad utterances of the corpus (segments with no speech left after a toolkit's silence
+trimming, as real corpora have) are skipped and counted (--skip_bad true).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
+
+from speechdump.storage import ArkScpWriter  # noqa: E402
+
+STAGE = REPO / "scripts" / "extract_spk_embed.sh"
+PEAK = re.compile(r"(\d+) utterances, ([\d.]+) s of audio in ([\d.]+) s; (\d+) bad; "
+                  r"peak memory (\d+) MiB")
+
+
+def make_corpus(num_utts: int, dest: Path) -> Path:
+    subprocess.run([str(REPO / "bench" / "make_scale_corpus.sh"), str(num_utts), str(dest)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return dest
+
+
+def run_stage(data: Path, out: Path, toolkit: str, model: str = "", nj: int = 1,
+              num_threads: int = 1, extra=()) -> dict:
+    """Runs the stage; returns its wall time and the jobs' figures from their logs."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["bash", str(STAGE), "--toolkit", toolkit, "--nj", str(nj),
+           "--num_threads", str(num_threads), "--skip_bad", "true", "--python", sys.executable,
+           *(["--model", model] if model else []), *extra, str(data), str(out)]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"stage failed:\n{result.stderr[-3000:]}")
+    jobs = []
+    for log in sorted((out / "log").glob("extract.*.log")):
+        match = PEAK.search(log.read_text())
+        if not match:
+            sys.exit(f"{log}: no job summary line")
+        utts, audio, seconds, bad, peak = match.groups()
+        jobs.append(dict(utts=int(utts), audio=float(audio), seconds=float(seconds),
+                         bad=int(bad), peak_mib=int(peak)))
+    return dict(wall=wall, jobs=jobs, utts=sum(j["utts"] for j in jobs),
+                audio=sum(j["audio"] for j in jobs), bad=sum(j["bad"] for j in jobs),
+                peak_mib=max(j["peak_mib"] for j in jobs))
+
+
+def corpus_scaling(args, work: Path) -> None:
+    """Peak RSS of a job and wall time per utterance against corpus size."""
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        data = make_corpus(size, work / f"data_{size}")
+        run = run_stage(data, work / f"out_{size}", args.toolkit, nj=args.nj,
+                        num_threads=args.num_threads)
+        shutil.rmtree(work / f"out_{size}")
+        rows.append((size, run))
+        print(f"{size} utts: stage {run['wall']:.1f} s, {1000 * run['wall'] / size:.2f} ms/utt, "
+              f"{run['audio'] / run['wall']:.1f} s of audio/s, job peak RSS "
+              f"{run['peak_mib']} MiB, {run['bad']} bad", flush=True)
+    base_size, base = rows[0]
+    print(f"\n| utterances | hours of audio | stage wall | ms per utterance | ratio to "
+          f"{base_size} | job extraction, ms per utterance | job peak RSS | RSS ratio to "
+          f"{base_size} | bad |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, run in rows:
+        per_utt = run["wall"] / size
+        job_per_utt = max(j["seconds"] for j in run["jobs"]) / (size / len(run["jobs"]))
+        print(f"| {size} | {run['audio'] / 3600:.2f} | {run['wall']:.1f} s | "
+              f"{1000 * per_utt:.2f} | {per_utt / (base['wall'] / base_size):.2f} | "
+              f"{1000 * job_per_utt:.2f} | {run['peak_mib']} MiB | "
+              f"{run['peak_mib'] / base['peak_mib']:.2f} | {run['bad']} |")
+
+
+def merge_million(args, work: Path) -> None:
+    """merge_outputs.py on two job shards of ``lines`` ids in all, against GNU sort."""
+    split, out = work / "split2", work / "out"
+    split.mkdir()
+    out.mkdir()
+    keys = [f"spk{i % 5000:04d}-utt{i:07d}" for i in range(args.lines)]
+    keys.sort()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1000, args.dim)).astype(np.float32)
+    start = time.perf_counter()
+    for job in (1, 2):  # interleaved shards: the merge has to restore the reference order
+        shard = keys[job - 1::2]
+        with ArkScpWriter(str(split / f"x.{job}.ark"), str(split / f"x.{job}.scp")) as writer:
+            for i, key in enumerate(shard):
+                writer.write(key, vectors[i % len(vectors)])
+        (split / f"utt2dur.{job}").write_text("".join(f"{k} 3.0000\n" for k in shard))
+        (split / f"bad_utts.{job}").write_text("")
+        (split / f"done.{job}").write_text(json.dumps(
+            {"config": {}, "streams": ["x"], "frame_level": False, "utterances": len(shard),
+             "bad": 0, "audio_seconds": 3.0 * len(shard)}))
+    text = work / "text"
+    text.write_text("".join(f"{k} a b c\n" for k in keys))
+    (work / "utt2spk").write_text("".join(f"{k} {k.split('-')[0]}\n" for k in keys))
+    print(f"wrote {args.lines} vectors of dimension {args.dim} in 2 job shards "
+          f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+    both = work / "both.scp"
+    with open(both, "w") as f:
+        for job in (1, 2):
+            f.write((split / f"x.{job}.scp").read_text())
+    env = dict(os.environ, LC_ALL="C")
+    start = time.perf_counter()
+    subprocess.run(["sort", "-k1,1", "-o", str(work / "sorted.scp"), str(both)], env=env,
+                   check=True)
+    sort_wall = time.perf_counter() - start
+
+    start = time.perf_counter()
+    merged = subprocess.run(
+        [sys.executable, str(REPO / "pyscripts" / "merge_outputs.py"), "--tag", "x", "--nj", "2",
+         "--source_ids", str(text), "--text", str(text), "--utt2spk", str(work / "utt2spk"),
+         "--start_time", str(time.time()),
+         str(split), str(out)], capture_output=True, text=True)
+    merge_wall = time.perf_counter() - start
+    if merged.returncode != 0:
+        sys.exit(f"merge failed:\n{merged.stderr}")
+    assert (out / "x.scp").read_text() == (work / "sorted.scp").read_text()
+    print(merged.stdout.strip())
+    print(f"\n| {args.lines} lines, dimension {args.dim} | wall |\n|---|---|\n"
+          f"| GNU sort -k1,1 (LC_ALL=C) of the concatenated shards | {sort_wall:.2f} s |\n"
+          f"| merge_outputs.py: merge, align with text, validate every array, utt2dur | "
+          f"{merge_wall:.2f} s ({merge_wall / sort_wall:.1f}x sort) |")
+
+
+def build_model(toolkit: str, dest: Path) -> str:
+    """A local model of the toolkit's real architecture ('' for Resemblyzer's own weights)."""
+    if toolkit == "speechbrain":
+        from build_speechbrain_model import build
+        return str(build(dest, kind="ecapa", channels=[1024, 1024, 1024, 1024, 3072]))
+    if toolkit in ("espnet", "rawnet"):
+        from build_espnet_model import build
+        return str(build(dest, encoder="rawnet3" if toolkit == "rawnet" else "ecapa_tdnn",
+                         small=False))
+    return ""
+
+
+def forward_only(toolkit: str, model: str, data: Path, batch_seconds: float,
+                 batch_size: int, sort_window: int) -> float:
+    """The model's forward time alone on the engine's batches, everything decoded beforehand."""
+    import torch
+    from speechdump import engine
+    from speechdump.batching import plan_batches
+    from speechdump.data import read_utterances
+    from speechdump.extractors import load_extractor
+
+    torch.set_num_threads(1)
+    extractor = load_extractor(toolkit, model or None, "cpu")
+    loader = engine._Loader(extractor)
+    utterances = read_utterances(str(data / "wav.scp"), str(data / "segments"))
+    prepared = [p for _, p, _ in map(loader, utterances) if not isinstance(p, Exception)]
+    extractor.forward(prepared[:1])  # one-time kernel set-up stays untimed
+    cap = min(batch_size, extractor.max_batch_size or batch_size)
+    seconds = 0.0
+    for w in range(0, len(prepared), sort_window):
+        window = prepared[w:w + sort_window]
+        costs = [extractor.cost(item) for item in window]
+        for indices in plan_batches(costs, batch_seconds, cap, extractor.batch_cost,
+                                    extractor.equal_lengths_only):
+            batch = [window[i] for i in indices]
+            start = time.perf_counter()
+            extractor.forward(batch)
+            seconds += time.perf_counter() - start
+    return seconds
+
+
+def stage_vs_forward(args, work: Path) -> None:
+    """Stage wall time (one job, one torch thread) against the forward passes alone."""
+    data = make_corpus(args.utts, work / "data")
+    print(f"\n| toolkit | utterances | stage wall | job extraction wall | forward alone | "
+          f"stage / forward | job / forward |\n|---|---|---|---|---|---|---|")
+    for toolkit in args.toolkits.split(","):
+        model = build_model(toolkit, work / f"model_{toolkit}")
+        run = run_stage(data, work / f"out_{toolkit}", toolkit, model)
+        forward = forward_only(toolkit, model, data, 60.0, 64, 128)
+        job = run["jobs"][0]["seconds"]
+        print(f"| {toolkit} | {run['utts']} | {run['wall']:.1f} s | {job:.1f} s | "
+              f"{forward:.1f} s | {run['wall'] / forward:.2f}x | {job / forward:.2f}x |",
+              flush=True)
+
+
+def jobs_vs_threads(args, work: Path) -> None:
+    """--nj 2 --num_threads 1 against --nj 1 --num_threads 1 on the same corpus."""
+    data = make_corpus(args.utts, work / "data")
+    one = run_stage(data, work / "out_nj1", args.toolkit, nj=1)
+    two = run_stage(data, work / "out_nj2", args.toolkit, nj=2)
+    print(f"\n| {args.toolkit}, {args.utts} utterances | stage wall |\n|---|---|\n"
+          f"| --nj 1 --num_threads 1 | {one['wall']:.1f} s |\n"
+          f"| --nj 2 --num_threads 1 | {two['wall']:.1f} s |\n"
+          f"| speed-up | {one['wall'] / two['wall']:.2f}x |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--work_dir", default=None, help="where the temporary files go")
+    parts = p.add_subparsers(dest="part", required=True)
+    corpus = parts.add_parser("corpus", help=corpus_scaling.__doc__)
+    corpus.add_argument("--sizes", default="1000,10000,100000")
+    corpus.add_argument("--toolkit", default="resemblyzer")
+    corpus.add_argument("--nj", type=int, default=2)
+    corpus.add_argument("--num_threads", type=int, default=1)
+    merge = parts.add_parser("merge", help=merge_million.__doc__)
+    merge.add_argument("--lines", type=int, default=1_000_000)
+    merge.add_argument("--dim", type=int, default=256)
+    forward = parts.add_parser("forward", help=stage_vs_forward.__doc__)
+    forward.add_argument("--toolkits", default="resemblyzer,speechbrain,espnet,rawnet")
+    forward.add_argument("--utts", type=int, default=1000)
+    jobs = parts.add_parser("jobs", help=jobs_vs_threads.__doc__)
+    jobs.add_argument("--toolkit", default="resemblyzer")
+    jobs.add_argument("--utts", type=int, default=3000)
+    args = p.parse_args()
+
+    run = {"corpus": corpus_scaling, "merge": merge_million, "forward": stage_vs_forward,
+           "jobs": jobs_vs_threads}[args.part]
+    print(f"{args.part}: {os.cpu_count()} cores, {vars(args)}", flush=True)
+    with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="speechdump-scale.") as tmp:
+        run(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
