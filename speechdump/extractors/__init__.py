@@ -35,4 +35,19 @@ def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu
     unknown = set(options) - set(inspect.signature(cls.__init__).parameters)
     if unknown:
         raise TypeError(f"{toolkit} takes no option {', '.join('--' + o for o in sorted(unknown))}")
+    if device.startswith("cuda"):
+        exact_float32_on_gpu()
     return cls(model=model or None, device=device, **options)
+
+
+def exact_float32_on_gpu() -> None:
+    """Turns TF32 off for this process's CUDA convolutions and matrix products.
+
+    cuDNN convolves in TF32 by default (10-bit mantissas), with an algorithm chosen by the batch
+    shape, so a padded batch differed from each utterance alone by up to 1e-2 of the hidden
+    states' scale on an H200 (bench/RESULTS.md). Outputs must not depend on batching.
+    """
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False

@@ -1,0 +1,32 @@
+"""The extractor registry: names, option checks, and exact float32 on GPUs."""
+
+import pytest
+import torch
+
+from speechdump.extractors import available, load_extractor
+
+
+def test_unknown_toolkit_and_option_are_named():
+    with pytest.raises(ValueError, match="unknown toolkit 'xvector'; choose from .*fbank"):
+        load_extractor("xvector")
+    with pytest.raises(TypeError, match="fbank takes no option --layers"):
+        load_extractor("fbank", layers="6")
+    assert {"resemblyzer", "speechbrain", "espnet", "rawnet", "ssl", "fbank",
+            "mfcc"} <= set(available())
+
+
+@pytest.fixture
+def tf32_flags():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_a_gpu_extractor_turns_tf32_off(tf32_flags):
+    # TF32 made padded batches differ from single utterances by 1e-2 relative on an H200.
+    load_extractor("fbank", device="cpu")
+    assert torch.backends.cudnn.allow_tf32  # a CPU run leaves the process's settings alone
+    load_extractor("fbank", device="cuda:0")  # fbank keeps its work on the CPU: no GPU needed
+    assert not torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32
