@@ -136,7 +136,7 @@ def merge_million(args, work: Path) -> None:
         [sys.executable, str(REPO / "pyscripts" / "merge_outputs.py"), "--tag", "x", "--nj", "2",
          "--source_ids", str(text), "--text", str(text), "--utt2spk", str(work / "utt2spk"),
          "--start_time", str(time.time()),
-         str(split), str(out)], capture_output=True, text=True)
+         "--spk_means", "true", str(split), str(out)], capture_output=True, text=True)
     merge_wall = time.perf_counter() - start
     if merged.returncode != 0:
         sys.exit(f"merge failed:\n{merged.stderr}")
@@ -144,7 +144,8 @@ def merge_million(args, work: Path) -> None:
     print(merged.stdout.strip())
     print(f"\n| {args.lines} lines, dimension {args.dim} | wall |\n|---|---|\n"
           f"| GNU sort -k1,1 (LC_ALL=C) of the concatenated shards | {sort_wall:.2f} s |\n"
-          f"| merge_outputs.py: merge, align with text, validate every array, utt2dur | "
+          f"| merge_outputs.py: merge, align with text, validate every array, utt2dur, "
+          f"speaker means | "
           f"{merge_wall:.2f} s ({merge_wall / sort_wall:.1f}x sort) |")
 
 

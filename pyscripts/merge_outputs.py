@@ -11,12 +11,10 @@ import os
 import sys
 import time
 
-import kaldiio
-
 from speechdump.align import AlignmentError, align, merge_scps, require_complete, validate_scp
 from speechdump.data import read_keys, read_table, write_table
 from speechdump.job import read_done
-from speechdump.speaker import speaker_means
+from speechdump.speaker import SpeakerMeans
 from speechdump.storage import write_ark_scp
 
 
@@ -65,17 +63,13 @@ def merged_table(split_dir: str, name: str, nj: int) -> dict:
     return table
 
 
-def write_speaker_means(args, scp: str, utt2spk: dict) -> dict:
-    missing = [key for key in read_keys(scp) if key not in utt2spk]
-    if missing:
-        raise AlignmentError(f"ids missing from {args.utt2spk}: {listing(missing)}")
-    means = speaker_means(kaldiio.load_scp_sequential(scp), utt2spk,
-                          normalize_utts=args.utt_norm == "true",
-                          normalize=args.spk_norm == "true")
+def write_speaker_means(args, means: dict) -> None:
     prefix = os.path.join(args.out_dir, f"spk_{args.tag}")
     write_ark_scp(prefix + ".ark", prefix + ".scp", means)
     validate_scp(prefix + ".scp", list(means))
-    return means
+    print(f"{prefix}.scp: {len(means)} speakers "
+          f"({'L2-normalised ' if args.spk_norm == 'true' else ''}mean of each speaker's "
+          f"{'L2-normalised ' if args.utt_norm == 'true' else ''}utterance vectors)")
 
 
 def merge(args) -> None:
@@ -92,6 +86,12 @@ def merge(args) -> None:
     write_table(os.path.join(args.out_dir, "bad_utts"), sorted(bad.items()))
 
     frames = merged_table(args.split_dir, "utt2num_frames", args.nj) if frame_level else None
+    utt2spk = read_table(args.utt2spk) if args.utt2spk else {}
+    means = None
+    if args.spk_means == "true":
+        if len(streams) != 1:
+            raise AlignmentError("speaker means need a single stream")
+        means = SpeakerMeans(utt2spk, normalize_utts=args.utt_norm == "true")
     kept = None
     for stream in streams:
         entries = merge_scps(os.path.join(args.split_dir, f"{stream}.{job}.scp")
@@ -104,23 +104,22 @@ def merge(args) -> None:
         kept = [key for key, _ in alignment.entries]
         out_scp = os.path.join(args.out_dir, f"{stream}.scp")
         write_table(out_scp, alignment.entries)
-        shape = validate_scp(out_scp, kept, num_frames=frames)
+        if means is not None:
+            missing = [key for key in kept if key not in utt2spk]
+            if missing:
+                raise AlignmentError(f"ids missing from {args.utt2spk}: {listing(missing)}")
+        # The speaker sums take the vectors as they are checked: the arks are read once.
+        shape = validate_scp(out_scp, kept, num_frames=frames,
+                             each=means.add if means is not None else None)
         print(f"{out_scp}: {len(kept)} {'matrices' if frame_level else 'vectors'} of "
               f"dimension {shape[-1]}")
     write_table(os.path.join(args.out_dir, "utt2dur"), ((k, f"{durations[k]:.3f}") for k in kept))
     if frame_level:
         write_table(os.path.join(args.out_dir, "utt2num_frames"), ((k, frames[k]) for k in kept))
 
-    utt2spk = read_table(args.utt2spk) if args.utt2spk else {}
     speakers = len({utt2spk[k] for k in kept if k in utt2spk})
-    if args.spk_means == "true":
-        if len(streams) != 1:
-            raise AlignmentError("speaker means need a single stream")
-        means = write_speaker_means(args, os.path.join(args.out_dir, f"{streams[0]}.scp"),
-                                    utt2spk)
-        print(f"{args.out_dir}/spk_{args.tag}.scp: {len(means)} speakers "
-              f"({'L2-normalised ' if args.spk_norm == 'true' else ''}mean of each speaker's "
-              f"{'L2-normalised ' if args.utt_norm == 'true' else ''}utterance vectors)")
+    if means is not None:
+        write_speaker_means(args, means.means(normalize=args.spk_norm == "true"))
 
     seconds = sum(durations[k] for k in kept)
     wall = time.time() - args.start_time if args.start_time else float("nan")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -70,10 +70,12 @@ def require_complete(alignment: Alignment, excused: Optional[Dict[str, str]] = N
 
 
 def validate_scp(scp_path: str, reference: Sequence[str],
-                 num_frames: Optional[Dict[str, str]] = None) -> Tuple[int, ...]:
+                 num_frames: Optional[Dict[str, str]] = None,
+                 each: Optional[Callable[[str, np.ndarray], None]] = None) -> Tuple[int, ...]:
     """Reads every array back; returns the common trailing shape. Raises naming the first bad id.
 
-    With ``num_frames`` (utt2num_frames), every matrix must have that many rows.
+    With ``num_frames`` (utt2num_frames), every matrix must have that many rows. ``each`` is
+    called with every checked (key, array), for work that needs the arrays too.
     """
     keys: List[str] = []
     shape: Optional[Tuple[int, ...]] = None
@@ -92,6 +94,8 @@ def validate_scp(scp_path: str, reference: Sequence[str],
             elif trailing != shape:
                 raise AlignmentError(f"{scp_path}: '{key}' has shape {array.shape}, "
                                      f"'{first_key}' has dimension {shape}")
+            if each is not None:
+                each(key, array)
     except (ArkFormatError, OSError) as exc:
         raise AlignmentError(f"{scp_path}: {exc}") from exc
     if len(set(keys)) != len(keys):
