@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "real_speech"
+SLURM_START = REPO / "tools" / "slurm" / "start.sh"
+SLURM_DIR = Path(os.environ.get("SPEECHDUMP_SLURM_DIR", "/var/lib/speechdump-slurm"))
 
 
 def read_pairs(path):
@@ -108,3 +110,30 @@ def make_segments_data_dir(dest: Path, piece_seconds: float) -> Path:
                              check=True, capture_output=True, text=True).stdout
     (dest / "spk2utt").write_text(spk2utt)
     return dest
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Starts the local cluster; returns the environment that talks to it."""
+    try:
+        res = subprocess.run(["bash", str(SLURM_START)], capture_output=True, text=True,
+                             timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip("tools/slurm/start.sh did not finish in 15 minutes")
+    env = dict(os.environ)
+    conf = SLURM_DIR / "slurm.conf"
+    if conf.exists():
+        env["SLURM_CONF"] = str(conf)
+    try:
+        info = subprocess.run(["sinfo", "-h", "-o", "%c %T"], env=env, capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        info = None
+        why = str(e)
+    if info is None or info.returncode != 0 or not info.stdout.strip():
+        why = info.stderr.strip() if info is not None else why
+        pytest.skip("no local Slurm cluster (sinfo: %s); tools/slurm/start.sh said: %s"
+                    % (why, (res.stdout + res.stderr).strip()[-500:]))
+    cpus = int(info.stdout.split()[0].rstrip("+"))
+    env["TEST_CLUSTER_CPUS"] = str(cpus)
+    return env

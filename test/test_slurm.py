@@ -3,7 +3,7 @@
 The first part runs slurm.pl against fake sbatch/squeue/scontrol on PATH
 (no cluster needed): option mapping, config files, scheduler-ended tasks.
 The second part runs against a real single-node cluster that the `cluster`
-fixture starts with tools/slurm/start.sh; those tests skip, saying why, when
+fixture (conftest.py) starts with tools/slurm/start.sh; those tests skip, saying why, when
 it does not come up (e.g. not root).  Set SPEECHDUMP_SLURM_SLOW=1 to also
 run the time-limit test (about 80 s: Slurm's shortest limit is one minute
 and it checks limits every 30 s).  Standard library + pytest only."""
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SLURM_START as START
+
 REPO = Path(__file__).resolve().parent.parent
 SLURM_PL = REPO / "utils" / "slurm.pl"
-START = REPO / "tools" / "slurm" / "start.sh"
 STOP = REPO / "tools" / "slurm" / "stop.sh"
 EGS_CONF = REPO / "egs" / "sample_speakers" / "spk1" / "conf" / "slurm.conf"
-SLURM_DIR = Path(os.environ.get("SPEECHDUMP_SLURM_DIR", "/var/lib/speechdump-slurm"))
 
 
 def run(args, env=None, cwd=None, timeout=60):
@@ -257,31 +257,6 @@ def test_start_sh_without_root_does_nothing():
 
 
 # ------------------------------------------------------------ real cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Starts the local cluster; returns the environment that talks to it."""
-    try:
-        res = run(["bash", START], timeout=900)
-    except subprocess.TimeoutExpired:
-        pytest.skip("tools/slurm/start.sh did not finish in 15 minutes")
-    env = dict(os.environ)
-    conf = SLURM_DIR / "slurm.conf"
-    if conf.exists():
-        env["SLURM_CONF"] = str(conf)
-    try:
-        info = run(["sinfo", "-h", "-o", "%c %T"], env=env, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        info = None
-        why = str(e)
-    if info is None or info.returncode != 0 or not info.stdout.strip():
-        why = info.stderr.strip() if info is not None else why
-        pytest.skip("no local Slurm cluster (sinfo: %s); tools/slurm/start.sh said: %s"
-                    % (why, (res.stdout + res.stderr).strip()[-500:]))
-    cpus = int(info.stdout.split()[0].rstrip("+"))
-    env["TEST_CLUSTER_CPUS"] = str(cpus)
-    return env
 
 
 def wait_for(pred, timeout, what):
