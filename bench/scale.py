@@ -8,7 +8,7 @@ bench/make_scale_corpus.sh (segments of the real sample recordings), and prints 
     python bench/scale.py corpus  [--sizes 1000,10000,100000] [--toolkit resemblyzer]
     python bench/scale.py merge   [--lines 1000000] [--dim 256]
     python bench/scale.py forward [--toolkits resemblyzer,speechbrain,espnet,rawnet]
-    python bench/scale.py jobs    [--utts 3000]
+    python bench/scale.py jobs    [--toolkits resemblyzer,speechbrain] [--utts 1000]
 
 Work files go to a temporary directory under --work_dir (default: the system's), removed at
 the end. Bad utterances of the corpus (segments with no speech left after a toolkit's silence
@@ -208,12 +208,14 @@ def stage_vs_forward(args, work: Path) -> None:
 def jobs_vs_threads(args, work: Path) -> None:
     """--nj 2 --num_threads 1 against --nj 1 --num_threads 1 on the same corpus."""
     data = make_corpus(args.utts, work / "data")
-    one = run_stage(data, work / "out_nj1", args.toolkit, nj=1)
-    two = run_stage(data, work / "out_nj2", args.toolkit, nj=2)
-    print(f"\n| {args.toolkit}, {args.utts} utterances | stage wall |\n|---|---|\n"
-          f"| --nj 1 --num_threads 1 | {one['wall']:.1f} s |\n"
-          f"| --nj 2 --num_threads 1 | {two['wall']:.1f} s |\n"
-          f"| speed-up | {one['wall'] / two['wall']:.2f}x |")
+    print(f"\n| toolkit, {args.utts} utterances | --nj 1 --num_threads 1 | --nj 2 --num_threads 1 "
+          f"| speed-up |\n|---|---|---|---|")
+    for toolkit in args.toolkits.split(","):
+        model = build_model(toolkit, work / f"model_{toolkit}")
+        one = run_stage(data, work / "out_nj1", toolkit, model, nj=1)
+        two = run_stage(data, work / "out_nj2", toolkit, model, nj=2)
+        print(f"| {toolkit} | {one['wall']:.1f} s | {two['wall']:.1f} s | "
+              f"{one['wall'] / two['wall']:.2f}x |", flush=True)
 
 
 def main() -> None:
@@ -232,8 +234,8 @@ def main() -> None:
     forward.add_argument("--toolkits", default="resemblyzer,speechbrain,espnet,rawnet")
     forward.add_argument("--utts", type=int, default=1000)
     jobs = parts.add_parser("jobs", help=jobs_vs_threads.__doc__)
-    jobs.add_argument("--toolkit", default="resemblyzer")
-    jobs.add_argument("--utts", type=int, default=3000)
+    jobs.add_argument("--toolkits", default="resemblyzer,speechbrain")
+    jobs.add_argument("--utts", type=int, default=1000)
     args = p.parse_args()
 
     run = {"corpus": corpus_scaling, "merge": merge_million, "forward": stage_vs_forward,

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from speechdump.align import AlignmentError, align, merge_scps, require_complete
-from speechdump.data import write_table
+from speechdump.data import atomic_path, write_table
 from speechdump.storage import ArkScpWriter
 from speechdump.tokens import (TokenError, assign_utterances, check_tokens, iter_features,
                                load_model, num_frames, read_scp_table, usage_stats)
@@ -127,15 +127,13 @@ def merge(args) -> None:
     out_scp = os.path.join(args.out_dir, "tokens.scp")
     out_txt = os.path.join(args.out_dir, "tokens")
     write_table(out_scp, alignment.entries)
-    tmp = f"{out_txt}.tmp.{os.getpid()}"
     missing = [key for key in reference if key not in lines]
     if missing:
         raise TokenError(f"'{missing[0]}' is in the job scps but not in their text parts "
                          f"(tokens.<job>.txt in {args.split_dir})")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(out_txt) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for key in reference:
             f.write(lines[key] + "\n")
-    os.replace(tmp, out_txt)
     try:
         counts = check_tokens(out_scp, out_txt, reference, frames, model.n_clusters)
     except BaseException:

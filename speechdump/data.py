@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 
 class DataDirError(ValueError):
@@ -37,17 +38,25 @@ def read_keys(path: str) -> List[str]:
     return list(read_table(path))
 
 
-def write_table(path: str, items: Iterable[Tuple[str, str]]) -> None:
-    """Writes ``key value`` lines atomically (temporary name, then rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary name to write ``path`` under, renamed to ``path`` when the block ends
+    without error and removed otherwise: readers never see a partial file, and a failed write
+    (a full disk) leaves nothing behind."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for key, value in items:
-                f.write(f"{key} {value}\n")
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):  # left only by a failed write (a full disk)
+        if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_table(path: str, items: Iterable[Tuple[str, str]]) -> None:
+    """Writes ``key value`` lines atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for key, value in items:
+            f.write(f"{key} {value}\n")
 
 
 @dataclass(frozen=True)

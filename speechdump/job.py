@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import numpy as np
 
-from speechdump.data import Utterance, read_table, write_table
+from speechdump.data import Utterance, atomic_path, read_table, write_table
 from speechdump.extractors.base import Extractor
 from speechdump.storage import ArkScpWriter, WriteError, writing
 
@@ -106,15 +106,9 @@ def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, spl
                   "frame_level": extractor.frame_level,
                   "utterances": stats.done, "bad": len(stats.bad),
                   "audio_seconds": round(stats.audio_seconds, 3)}
-        tmp = done_path(split_dir, job) + ".tmp"
-        try:
-            with writing(done_path(split_dir, job)):
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(record, f)
-                os.replace(tmp, done_path(split_dir, job))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        done = done_path(split_dir, job)
+        with writing(done), atomic_path(done) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
     except BaseException:
         # No scp of an unfinished job survives, even one committed before a later step failed.
         discard()

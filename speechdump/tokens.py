@@ -24,7 +24,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import kaldiio
 import numpy as np
 
-from speechdump.data import read_table
+from speechdump.data import atomic_path, read_table
 
 CENTERS_NPY = "centers.npy"
 CENTERS_MAT = "centers.mat"
@@ -188,16 +188,6 @@ def learn(scp_path: str, n_clusters: int, portion: float = 0.1, seed: int = 0,
 
 # ----------------------------------------------------------------------------- model files
 
-def _atomic(path: str, write) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def centers_digest(centers: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(centers, dtype=np.float32).tobytes()).hexdigest()
 
@@ -209,22 +199,14 @@ def save_model(km_dir: str, model: KMeansModel) -> None:
     if os.path.exists(json_path):
         os.remove(json_path)  # the old model is incomplete from here on
 
-    def save_npy(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, model.centers, allow_pickle=False)
-
-    def save_mat(tmp):
-        kaldiio.save_mat(tmp, model.centers)
-
-    def save_json(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2)
-            f.write("\n")
-
     settings = dict(model.settings, centers_sha1=centers_digest(model.centers))
-    _atomic(os.path.join(km_dir, CENTERS_NPY), save_npy)
-    _atomic(os.path.join(km_dir, CENTERS_MAT), save_mat)
-    _atomic(json_path, save_json)
+    with atomic_path(os.path.join(km_dir, CENTERS_NPY)) as tmp, open(tmp, "wb") as f:
+        np.save(f, model.centers, allow_pickle=False)
+    with atomic_path(os.path.join(km_dir, CENTERS_MAT)) as tmp:
+        kaldiio.save_mat(tmp, model.centers)
+    with atomic_path(json_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+        f.write("\n")
 
 
 def load_model(km_dir: str) -> KMeansModel:

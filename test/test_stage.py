@@ -138,7 +138,8 @@ def test_bad_audio_fails_naming_utterance_and_file(tmp_path, stage_env, damage, 
 
 
 def _with_bad_files(tmp_path):
-    """SHORT plus four bad utterances: corrupt, empty, 0.05 s and missing (sorted among them)."""
+    """SHORT plus eight bad utterances (sorted among them): corrupt, empty, 0.05 s, missing, a
+    pipe that fails, a pipe that prints nothing, a truncated FLAC and NaN samples."""
     data = make_data_dir(tmp_path / "data", keep=SHORT)
     audio = REPO / "samples" / "real_speech" / "audio"
     samples, rate = soundfile.read(audio / "arctic-aew-a0002.wav", dtype="float32")
@@ -147,8 +148,14 @@ def _with_bad_files(tmp_path):
     (bad / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x07" * 200)
     (bad / "empty.flac").write_bytes(b"")
     soundfile.write(bad / "blip.wav", samples[:800], rate)
+    flac = (audio / "ls-1688-142285-0006.flac").read_bytes()
+    (bad / "truncated.flac").write_bytes(flac[:60])  # cut inside the stream info
+    samples[1000:1010] = np.nan
+    soundfile.write(bad / "nan.wav", samples, rate, subtype="FLOAT")
     entries = {"arctic-aew-b-corrupt": bad / "corrupt.wav", "arctic-aew-c-empty": bad / "empty.flac",
-               "arctic-aew-d-blip": bad / "blip.wav", "arctic-aew-e-missing": bad / "missing.wav"}
+               "arctic-aew-d-blip": bad / "blip.wav", "arctic-aew-e-missing": bad / "missing.wav",
+               "arctic-aew-f-pipe-fails": "false |", "arctic-aew-g-pipe-silent": "true |",
+               "arctic-aew-h-truncated": bad / "truncated.flac", "arctic-aew-i-nan": bad / "nan.wav"}
     for name in ("wav.scp", "utt2spk", "text"):
         lines = (data / name).read_text().splitlines()
         value = {"wav.scp": None, "utt2spk": "arctic-aew", "text": "SOME TEXT"}[name]
@@ -172,7 +179,11 @@ def test_skip_bad_lists_the_bad_and_keeps_the_rest(tmp_path, stage_env):
     assert "empty" in bad["arctic-aew-c-empty"]
     assert "too short: 0.050 s" in bad["arctic-aew-d-blip"]
     assert "no such file" in bad["arctic-aew-e-missing"]
-    assert "skipped 4 bad utterances" in proc.stdout
+    assert "exited with code 1" in bad["arctic-aew-f-pipe-fails"]
+    assert "printed nothing" in bad["arctic-aew-g-pipe-silent"]
+    assert "cannot read audio" in bad["arctic-aew-h-truncated"]
+    assert "NaN or Inf" in bad["arctic-aew-i-nan"]
+    assert "skipped 8 bad utterances" in proc.stdout
 
 
 def test_without_skip_bad_the_first_bad_utterance_stops_the_stage(tmp_path, stage_env):
