@@ -196,9 +196,9 @@ def forward_only(toolkit: str, model: str, data: Path, batch_seconds: float,
 def stage_vs_forward(args, work: Path) -> None:
     """Stage wall time (one job, one torch thread) against the forward passes alone."""
     data = make_corpus(args.utts, work / "data")
-    print(f"\n| toolkit | utterances | stage wall | job extraction wall | forward alone | "
-          f"stage / forward | job / forward | decode + prepare alone, one thread |"
-          f"\n|---|---|---|---|---|---|---|---|")
+    print("\n| toolkit | utterances | stage wall | job extraction wall | forward alone | "
+          "stage / forward | job / forward | decode + prepare alone, one thread |"
+          "\n|---|---|---|---|---|---|---|---|")
     for toolkit in args.toolkits.split(","):
         model = build_model(toolkit, work / f"model_{toolkit}")
         run = run_stage(data, work / f"out_{toolkit}", toolkit, model)

@@ -73,13 +73,19 @@ def stage_env():
     return env
 
 
-def run_stage(args, env, cwd=None, check=True):
-    """Runs scripts/extract_spk_embed.sh; returns the CompletedProcess (text, both streams)."""
-    proc = subprocess.run([str(REPO / "scripts" / "extract_spk_embed.sh"), *map(str, args)],
-                          env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+def run_stage(args, env, cwd=None, check=True, script="extract_spk_embed.sh", **kwargs):
+    """Runs scripts/<script> (the speaker-embedding stage by default); returns the
+    CompletedProcess (text, both streams). ``kwargs`` go to subprocess.run."""
+    proc = subprocess.run([str(REPO / "scripts" / script), *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"stage failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_feats_stage(args, env, check=True, **kwargs):
+    """Runs scripts/extract_ssl_feats.sh, as run_stage."""
+    return run_stage(args, env, check=check, script="extract_ssl_feats.sh", **kwargs)
 
 
 def copy_sample(name: str, dest: Path) -> Path:

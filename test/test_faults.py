@@ -20,9 +20,8 @@ import kaldiio
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLES, make_data_dir, read_pairs, run_stage
+from conftest import REPO, SAMPLES, make_data_dir, read_pairs, run_feats_stage, run_stage
 
-FEATS_STAGE = REPO / "scripts" / "extract_ssl_feats.sh"
 # Without utt2dur the split is by line count: job 1 gets the two 1.5 s LJSpeech utterances and
 # job 2 the two 6-8 s VCTK ones, so job 2 writes about four times what job 1 does.
 UNEQUAL = ["ljspeech-lj-002-0020", "ljspeech-lj-002-0035", "vctk-p225-003", "vctk-p226-008"]
@@ -31,11 +30,7 @@ BASE = ["arctic-aew-a0001", "ljspeech-lj-002-0020", "ljspeech-lj-002-0035"]
 
 def run_fbank(args, env, check=True, **kwargs):
     """scripts/extract_ssl_feats.sh --toolkit fbank; the CompletedProcess (text, both streams)."""
-    proc = subprocess.run([str(FEATS_STAGE), "--toolkit", "fbank", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"stage failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_feats_stage(["--toolkit", "fbank", *args], env, check=check, **kwargs)
 
 
 def load(scp):

@@ -1,22 +1,12 @@
 """scripts/extract_ssl_feats.sh end to end: aligned frame-level outputs, --nj invariance."""
 
-import subprocess
-
 import kaldiio
 import numpy as np
 
-from conftest import REPO, make_data_dir, read_pairs
+from conftest import make_data_dir, read_pairs, run_feats_stage
 
 SUBSET = {"arctic-aew-a0001", "jfk-inaugural1961", "ljspeech-lj-002-0020", "vctk-p225-003",
           "vctk-p238-165", "vctk-p240-rtvc00000"}  # 16-48 kHz, stereo, MP3; 1.5-11 s
-
-
-def run_feats_stage(args, env, check=True):
-    proc = subprocess.run([str(REPO / "scripts" / "extract_ssl_feats.sh"), *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"stage failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def load(scp):
