@@ -68,20 +68,23 @@ def read_samples(utt: Utterance) -> Tuple[np.ndarray, int]:
     if source.endswith("|"):
         samples, rate = _read_pipe(source[:-1])
     elif os.path.exists(source):
-        # Opened here first so that an unreadable file fails with its own reason (permission
-        # denied): libsndfile says only "System error".
-        with open(source, "rb"):
-            pass
         if os.path.getsize(source) == 0:
             raise ValueError("the file is empty (0 bytes)")
-        if utt.is_segment:  # read only the segment, not the whole recording
-            rate = soundfile.info(source).samplerate
-            start = int(round(utt.start * rate))
-            stop = None if utt.end is None else int(round(utt.end * rate))
-            samples, rate = soundfile.read(source, start=start, stop=stop, dtype="float32",
-                                           always_2d=True)
-            return samples, rate
-        return soundfile.read(source, dtype="float32", always_2d=True)
+        try:
+            with soundfile.SoundFile(source) as f:
+                # Only the segment (the whole file when there is none), clipped to the recording.
+                # The seek happens even at 0: libmpg123 decodes an MP3 1 ulp differently
+                # without it, and soundfile.read, used before, always sought.
+                end = None if utt.end is None else int(round(utt.end * f.samplerate))
+                start, end, _ = slice(int(round(utt.start * f.samplerate)), end).indices(f.frames)
+                f.seek(start)
+                return (f.read(max(end - start, 0), dtype="float32", always_2d=True),
+                        f.samplerate)
+        except soundfile.LibsndfileError:
+            # libsndfile says only "System error" for a file it may not open: let the OS say
+            # why (permission denied); a file that opens is a decoding error, raised as is.
+            open(source, "rb").close()
+            raise
     elif _ARK_OFFSET.match(source) and os.path.exists(_ARK_OFFSET.match(source)["ark"]):
         samples, rate = _read_ark(source)
     else:
