@@ -15,6 +15,7 @@ setup(
         "torchaudio",
         "kaldiio",
         "soundfile",
+        "threadpoolctl",
         "tqdm",
     ],
     extras_require={

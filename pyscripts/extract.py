@@ -8,6 +8,7 @@ import resource
 import sys
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from speechdump import engine
 from speechdump.audio import UtteranceError
@@ -51,7 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=2, help="loader threads")
     p.add_argument("--sort_window", type=int, default=128,
                    help="utterances sorted by length together (bounds memory and write latency)")
-    p.add_argument("--num_threads", type=int, default=1, help="torch threads of this job")
+    p.add_argument("--num_threads", type=int, default=1, help="compute threads of this job (torch and numpy's BLAS)")
     p.add_argument("--skip_bad", type=str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
@@ -67,6 +68,9 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.num_threads)
+    # numpy's BLAS would otherwise start a thread per core in every loader thread, and those
+    # spin against the model's threads.
+    threadpool_limits(args.num_threads)
 
     utterances = read_utterances(args.wav_scp, args.segments)
     config = {k: v for k, v in vars(args).items() if k not in SPEED_ONLY}

@@ -70,3 +70,28 @@ def test_speech_shorter_than_the_model_needs_is_refused(tmp_path):
     with pytest.raises(UtteranceError, match="'blip'.*too short: 0.050 s"):
         engine.run([Utterance("blip", str(path))], load_extractor("resemblyzer"),
                    lambda *_: None, engine.EngineOptions(progress=False))
+
+
+def test_preprocessing_is_resemblyzers(sample_utterances):
+    """The whole-array silence trimming and mel spectrogram give Resemblyzer's own results."""
+    import librosa
+    from resemblyzer import audio
+
+    from speechdump.extractors.resemblyzer import (MelSpectrogram, slaney_mel_filters,
+                                                    trim_long_silences)
+
+    np.testing.assert_allclose(slaney_mel_filters(16000, 400, 40),
+                               librosa.filters.mel(sr=16000, n_fft=400, n_mels=40), atol=1e-8)
+    mel = MelSpectrogram()
+    trimmed_some = 0
+    for utt, path in sample_utterances:
+        samples = preprocess_wav(path)  # resampled, volume-normalised, trimmed by Resemblyzer
+        untrimmed, rate = librosa.load(path, sr=16000)
+        untrimmed = audio.normalize_volume(untrimmed, -30, increase_only=True)
+        ours = trim_long_silences(untrimmed)
+        np.testing.assert_array_equal(ours, audio.trim_long_silences(untrimmed), err_msg=utt)
+        trimmed_some += len(ours) < len(untrimmed) - 480
+        reference = audio.wav_to_mel_spectrogram(samples)
+        np.testing.assert_allclose(mel(samples), reference, rtol=0,
+                                   atol=1e-6 * np.abs(reference).max(), err_msg=utt)
+    assert trimmed_some >= 5  # the trimming was exercised, not only a pass-through

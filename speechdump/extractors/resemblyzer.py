@@ -5,7 +5,12 @@ Batched across utterances: every utterance is cut into the fixed 1.6 s partial w
 one forward pass, and each utterance's embedding is the L2-normalised mean of its own
 partials. No padding is shared between utterances, so a batch gives what each utterance alone
 gives. Preprocessing is ``resemblyzer.preprocess_wav``'s: volume normalisation to -30 dBFS
-(increase only) and trimming of long silences with webrtcvad.
+(increase only), trimming of long silences with webrtcvad, and its mel spectrogram.
+
+The last two are computed here with the same arithmetic as ``resemblyzer.audio`` but in whole-
+array numpy: its silence trimming packs every sample as a Python int (``struct.pack``) and its
+mel spectrogram goes through librosa, whose first call imports and compiles numba code (about
+1 s per job). Both held the GIL in the loader threads long enough to stall the model.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from speechdump.extractors.base import Extractor
 # Resemblyzer's own embed_utterance defaults.
 PARTIALS_PER_SECOND = 1.3
 MIN_COVERAGE = 0.75
+INT16_MAX = 2 ** 15 - 1  # the PCM scale of its VAD input
 
 
 class ResemblyzerExtractor(Extractor):
@@ -34,13 +40,14 @@ class ResemblyzerExtractor(Extractor):
         self.device = torch.device(device)
         self.encoder = VoiceEncoder(device=self.device, verbose=False, weights_fpath=model)
         self.encoder.eval()
+        self.mel = MelSpectrogram()
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         """Waveform at 16 kHz -> the utterance's partial mel windows ``[P, 160, 40]``."""
         from resemblyzer import VoiceEncoder, audio, hparams
 
         wav = audio.normalize_volume(wave, hparams.audio_norm_target_dBFS, increase_only=True)
-        wav = audio.trim_long_silences(wav)
+        wav = trim_long_silences(wav)
         if len(wav) == 0:
             raise ValueError("no speech left after Resemblyzer's silence trimming")
         wav_slices, mel_slices = VoiceEncoder.compute_partial_slices(
@@ -48,7 +55,7 @@ class ResemblyzerExtractor(Extractor):
         needed = wav_slices[-1].stop
         if needed >= len(wav):
             wav = np.pad(wav, (0, needed - len(wav)), "constant")
-        mel = audio.wav_to_mel_spectrogram(wav)
+        mel = self.mel(wav)
         return np.stack([mel[s] for s in mel_slices])
 
     def cost(self, partials: np.ndarray) -> float:
@@ -69,3 +76,67 @@ class ResemblyzerExtractor(Extractor):
             raw = partials.mean(axis=0)
             embeds.append((raw / np.linalg.norm(raw, 2)).astype(np.float32))
         return embeds
+
+
+def trim_long_silences(wav: np.ndarray) -> np.ndarray:
+    """``resemblyzer.audio.trim_long_silences``: drops the silences webrtcvad finds longer than
+    ``vad_max_silence_length`` windows, keeping the same samples."""
+    import webrtcvad
+    from resemblyzer import hparams
+    from scipy.ndimage import binary_dilation
+
+    window = hparams.vad_window_length * hparams.sampling_rate // 1000
+    wav = wav[:len(wav) - len(wav) % window]
+    pcm = (np.round(wav * INT16_MAX)).astype("<i2").tobytes()
+    vad = webrtcvad.Vad(mode=3)
+    step = 2 * window  # bytes per window
+    voiced = np.array([vad.is_speech(pcm[i:i + step], sample_rate=hparams.sampling_rate)
+                       for i in range(0, len(pcm), step)], dtype=float)
+    # Moving average of the voice flags, as Resemblyzer computes it.
+    width = hparams.vad_moving_average_width
+    padded = np.concatenate((np.zeros((width - 1) // 2), voiced, np.zeros(width // 2)))
+    sums = np.cumsum(padded, dtype=float)
+    sums[width:] = sums[width:] - sums[:-width]
+    mask = np.round(sums[width - 1:] / width).astype(bool)
+    mask = binary_dilation(mask, np.ones(hparams.vad_max_silence_length + 1))
+    return wav[np.repeat(mask, window)]
+
+
+class MelSpectrogram:
+    """``resemblyzer.audio.wav_to_mel_spectrogram`` (librosa's power mel spectrogram, centred
+    frames, zero padding, periodic Hann window, Slaney mel filters) as ``[frames, mels]``."""
+
+    def __init__(self):
+        from resemblyzer import hparams
+        from scipy.signal import get_window
+
+        rate = hparams.sampling_rate
+        self.n_fft = rate * hparams.mel_window_length // 1000
+        self.hop = rate * hparams.mel_window_step // 1000
+        self.window = get_window("hann", self.n_fft, fftbins=True)  # float64, as librosa's
+        self.filters = slaney_mel_filters(rate, self.n_fft, hparams.mel_n_channels).T
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        import scipy.fft
+
+        padded = np.pad(wav, self.n_fft // 2)
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[::self.hop]
+        spectrum = scipy.fft.rfft(frames * self.window, axis=-1).astype(np.complex64)
+        return (np.abs(spectrum) ** 2) @ self.filters
+
+
+def slaney_mel_filters(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """``librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)``: triangular filters from 0 Hz
+    to ``rate / 2`` on Slaney's mel scale, area-normalised, ``[n_mels, 1 + n_fft // 2]``."""
+    # Slaney's scale: 200/3 Hz per mel up to 1 kHz, logarithmic above.
+    hz_per_mel, log_hz, log_step = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    log_mel = log_hz / hz_per_mel
+    top = log_mel + np.log(rate / 2.0 / log_hz) / log_step  # rate / 2 is above 1 kHz
+    mels = np.linspace(0.0, top, n_mels + 2)
+    edges = np.where(mels >= log_mel, log_hz * np.exp(log_step * (mels - log_mel)),
+                     hz_per_mel * mels)
+    ramps = edges[:, None] - np.fft.rfftfreq(n_fft, 1.0 / rate)[None, :]
+    widths = np.diff(edges)[:, None]
+    weights = np.maximum(0, np.minimum(-ramps[:-2] / widths[:-1], ramps[2:] / widths[1:]))
+    weights *= 2.0 / (edges[2:] - edges[:-2])[:, None]
+    return weights.astype(np.float32)
