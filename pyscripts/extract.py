@@ -4,6 +4,7 @@
 
 import argparse
 import logging
+import os
 import resource
 import sys
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
     # numpy's BLAS would otherwise start a thread per core in every loader thread, and those
     # spin against the model's threads.
     threadpool_limits(args.num_threads)
+    # oneDNN keeps a compiled kernel per input shape, 1024 by default; with utterances of every
+    # length that cache was what made a job's memory grow with the size of its corpus.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
     utterances = read_utterances(args.wav_scp, args.segments)
     config = {k: v for k, v in vars(args).items() if k not in SPEED_ONLY}
