@@ -22,6 +22,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=10000, help="MiniBatchKMeans batch size")
     p.add_argument("--max_iter", type=int, default=100, help="MiniBatchKMeans passes at most")
     p.add_argument("--n_init", type=int, default=3, help="k-means++ initialisations tried")
+    p.add_argument("--num_threads", type=int, default=1,
+                   help="threads of the training (the CPUs the job was given)")
     p.add_argument("feats_scp")
     p.add_argument("km_dir")
     return p
@@ -32,12 +34,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     start = time.time()
     try:
-        if args.max_frames < 0 or args.batch_size < 1 or args.max_iter < 1 or args.n_init < 1:
-            raise TokenError("--max_frames must be >= 0; --batch_size, --max_iter and --n_init "
-                             "must be positive")
+        if (args.max_frames < 0 or args.batch_size < 1 or args.max_iter < 1 or args.n_init < 1
+                or args.num_threads < 1):
+            raise TokenError("--max_frames must be >= 0; --batch_size, --max_iter, --n_init and "
+                             "--num_threads must be positive")
         model = learn(args.feats_scp, args.n_clusters, portion=args.portion, seed=args.seed,
                       max_frames=args.max_frames, batch_size=args.batch_size,
-                      max_iter=args.max_iter, n_init=args.n_init)
+                      max_iter=args.max_iter, n_init=args.n_init,
+                      num_threads=args.num_threads)
         save_model(args.km_dir, model)
     except TokenError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ batch_seconds=60     # upper bound on padded audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
 sort_window=128      # utterances sorted by length together; bounds memory and write latency
-num_threads=1        # torch threads per job: nj x num_threads should not exceed the cores
+num_threads=1        # compute threads per job (torch, BLAS): keep nj x num_threads <= cores
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 utt_norm=false       # L2-normalise utterance vectors before averaging them per speaker
 spk_norm=true        # L2-normalise speaker means

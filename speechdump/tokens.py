@@ -151,10 +151,18 @@ class KMeansModel:
 
 
 def fit_kmeans(frames: np.ndarray, n_clusters: int, seed: int, batch_size: int = 10000,
-               max_iter: int = 100, n_init: int = 3) -> Tuple[np.ndarray, float]:
+               max_iter: int = 100, n_init: int = 3,
+               num_threads: int = 1) -> Tuple[np.ndarray, float]:
     """MiniBatchKMeans (k-means++ init, seeded): the centers (float32) and the inertia over
-    ``frames`` (sum of squared distances to the nearest center)."""
+    ``frames`` (sum of squared distances to the nearest center).
+
+    A seed gives the same centers again on the same machine and BLAS; another CPU (or
+    ``OPENBLAS_CORETYPE``) picks other BLAS kernels, which moves them in the fifth digit.
+    sklearn's OpenMP and BLAS threads are held to ``num_threads``, the CPUs the job was given,
+    instead of every core of the node.
+    """
     from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     if n_clusters < 1:
         raise TokenError(f"n_clusters must be positive, got {n_clusters}")
@@ -164,21 +172,23 @@ def fit_kmeans(frames: np.ndarray, n_clusters: int, seed: int, batch_size: int =
     km = MiniBatchKMeans(n_clusters=n_clusters, init="k-means++", batch_size=batch_size,
                          max_iter=max_iter, n_init=n_init, random_state=seed,
                          compute_labels=True)
-    km.fit(frames)
+    with threadpool_limits(num_threads):
+        km.fit(frames)
     return km.cluster_centers_.astype(np.float32), float(km.inertia_)
 
 
 def learn(scp_path: str, n_clusters: int, portion: float = 0.1, seed: int = 0,
           max_frames: int = 0, batch_size: int = 10000, max_iter: int = 100,
-          n_init: int = 3) -> KMeansModel:
+          n_init: int = 3, num_threads: int = 1) -> KMeansModel:
     frames, used = training_frames(scp_path, portion, seed, max_frames)
-    centers, inertia = fit_kmeans(frames, n_clusters, seed, batch_size, max_iter, n_init)
+    centers, inertia = fit_kmeans(frames, n_clusters, seed, batch_size, max_iter, n_init,
+                                  num_threads)
     import sklearn
 
     settings = {
         "n_clusters": n_clusters, "portion": portion, "seed": seed, "max_frames": max_frames,
         "batch_size": batch_size, "max_iter": max_iter, "n_init": n_init,
-        "dim": int(frames.shape[1]), "num_frames": int(len(frames)), "num_utts": len(used),
+        "num_threads": num_threads, "dim": int(frames.shape[1]), "num_frames": int(len(frames)), "num_utts": len(used),
         "num_utts_in_scp": len(read_scp_table(scp_path)),
         "inertia": inertia, "inertia_per_frame": inertia / len(frames),
         "source_scp": os.path.abspath(scp_path), "sklearn_version": sklearn.__version__,

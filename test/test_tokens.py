@@ -86,6 +86,22 @@ def test_same_seed_same_centers_other_seed_differs(models, feats):
     assert "inertia" in procs["a"].stdout
 
 
+
+def test_training_runs_as_a_job_of_the_launcher(models, feats, stage_env, cluster, tmp_path):
+    """--cmd slurm.pl trains on the local cluster: the same centers as run.pl, its log kept."""
+    base, procs = models
+    assert "learn_kmeans.py --n_clusters" in (base / "a" / "log" / "learn_kmeans.log").read_text()
+    proc = run_script("learn_kmeans.sh", ["--cmd", "slurm.pl", "--n_clusters", K, "--portion",
+                                          0.5, "--seed", 1, feats[0], tmp_path / "km"],
+                      dict(cluster, **stage_env))
+    assert f"{K} centers of dimension 40" in proc.stdout
+    log = (tmp_path / "km" / "log" / "learn_kmeans.log").read_text()
+    assert "# Ended (code 0)" in log
+    # slurm.pl exports only PATH to the job, as Kaldi's does, so a BLAS setting of this
+    # shell (OPENBLAS_CORETYPE) may not reach it: equal up to BLAS kernel rounding.
+    np.testing.assert_allclose(load_model(str(tmp_path / "km")).centers,
+                               load_model(str(base / "a")).centers, rtol=1e-4)
+
 def test_max_frames_caps_the_training_frames(tmp_path, feats, stage_env):
     run_script("learn_kmeans.sh", ["--n_clusters", 8, "--portion", 1, "--max_frames", 1500,
                                    feats[0], tmp_path / "km"], stage_env)

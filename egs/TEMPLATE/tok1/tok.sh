@@ -71,7 +71,8 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "stage 4: k-means ($n_clusters clusters) on $feats_stem of $first_set -> $km_dir"
-    scripts/learn_kmeans.sh --n_clusters "$n_clusters" --portion "$portion" --seed "$seed" \
+    scripts/learn_kmeans.sh --cmd "$extract_cmd" --n_clusters "$n_clusters" \
+        --portion "$portion" --seed "$seed" \
         "$dumpdir/$feats_tag/$first_set/$feats_stem.scp" "$km_dir"
 fi
 
