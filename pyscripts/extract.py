@@ -53,7 +53,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=2, help="loader threads")
     p.add_argument("--sort_window", type=int, default=128,
                    help="utterances sorted by length together (bounds memory and write latency)")
-    p.add_argument("--num_threads", type=int, default=1, help="compute threads of this job (torch and numpy's BLAS)")
+    p.add_argument("--num_threads", type=int, default=1,
+                   help="compute threads of this job (torch and numpy's BLAS)")
     p.add_argument("--skip_bad", type=str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
