@@ -110,6 +110,31 @@ def test_batch_composition_does_not_matter(fbank_out, sample_utterances):
         np.testing.assert_array_equal(feats, fbank_out[utt])
 
 
+
+def test_dither_is_kaldis_noise_seeded_by_the_audio(fbank_out, sample_utterances):
+    """dither > 0: the same features whatever the threads, batches or order; Kaldi-sized."""
+    first = run_engine(load_extractor("fbank", dither=1.0), sample_utterances)
+    again = run_engine(load_extractor("fbank", dither=1.0), sample_utterances[::-1],
+                       num_workers=1, batch_seconds=1.0)
+    for utt, feats in first.items():
+        np.testing.assert_array_equal(feats, again[utt], err_msg=utt)
+        assert not np.array_equal(feats, fbank_out[utt]), utt
+    # On digital silence the dither is all there is: the log mel energies of N(0, 1) samples,
+    # as torchaudio's (and Kaldi's) dither gives them with any seed.
+    silence = np.zeros(16000, dtype=np.float32)
+    ours = load_extractor("fbank", dither=1.0).prepare(silence)
+    torch.manual_seed(123)
+    reference = kaldi.fbank(torch.zeros(1, 16000), num_mel_bins=80, dither=1.0,
+                            energy_floor=0.0).numpy()
+    assert abs(ours.mean() - reference.mean()) < 0.05
+    assert not np.array_equal(ours, reference)  # our own draw, not the global generator's
+    # Seeding per utterance leaves torch's global generator where it was.
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    load_extractor("fbank", dither=1.0).prepare(silence)
+    assert torch.equal(torch.rand(3), expected)
+
 def test_worker_cli_passes_options_and_writes_frame_counts(tmp_path, sample_utterances):
     keep = {utt for utt, _ in sample_utterances[:3]}
     data = make_data_dir(tmp_path / "data", keep=keep)

@@ -6,8 +6,10 @@ per utterance (``dim`` = ``num_mel_bins`` for fbank, ``num_ceps`` for MFCC).
 
 Options (Kaldi's defaults unless said otherwise):
 
-* ``dither=0.0`` (Kaldi: 1.0): no random noise, so a rerun gives the same features bit for
-  bit. A non-zero dither draws from torch's global generator and is not reproducible.
+* ``dither=0.0`` (Kaldi: 1.0): no random noise. A non-zero dither adds Kaldi's Gaussian noise
+  to every frame, drawn from a generator seeded by the utterance's own samples: the same
+  audio gets the same features in any job, batch, thread or rerun (Kaldi's noise follows the
+  order a job meets its utterances in).
 * ``snip_edges=True`` (Kaldi's default): only frames that fit wholly in the utterance, so
   ``frames = 1 + (N - frame_len) // frame_shift`` in samples (``frame_len`` =
   ``int(sample_rate * frame_length / 1000)``, likewise ``frame_shift``).
@@ -36,7 +38,8 @@ than the features anyway, so the features are computed on the CPU whatever ``dev
 from __future__ import annotations
 
 import abc
-
+import hashlib
+import threading
 from typing import List, Optional
 
 import numpy as np
@@ -46,6 +49,9 @@ from speechdump.extractors.base import Extractor
 
 # Kaldi reads 16-bit PCM as integer sample values; soundfile gives them divided by 2 ** 15.
 INT16_SCALE = 32768.0
+# torchaudio draws the dither from torch's global generator: seeding it for one utterance must
+# not interleave with another loader thread's.
+_GLOBAL_RNG = threading.Lock()
 
 
 class _KaldiFeatsExtractor(Extractor):
@@ -82,7 +88,7 @@ class _KaldiFeatsExtractor(Extractor):
         self.min_seconds = self.window_size / self.sample_rate
         # Let torchaudio check the remaining options once, on one silent frame.
         try:
-            dim = self._compute(torch.zeros(1, self.window_size)).shape[1]
+            dim = self._features(torch.zeros(1, self.window_size)).shape[1]
         except (AssertionError, RuntimeError) as exc:
             raise ValueError(f"invalid {self.name} options: {exc}") from exc
         self.dim = dim
@@ -103,8 +109,17 @@ class _KaldiFeatsExtractor(Extractor):
                              f"{self.window_size}")
         samples = torch.from_numpy(np.asarray(wave, dtype=np.float32)).unsqueeze(0)
         with torch.inference_mode():
-            feats = self._compute(samples * INT16_SCALE)
+            feats = self._features(samples * INT16_SCALE)
         return np.ascontiguousarray(feats.numpy(), dtype=np.float32)
+
+    def _features(self, wave: torch.Tensor) -> torch.Tensor:
+        """``_compute``, with any dither drawn from a generator seeded by ``wave`` itself."""
+        if not self.dither:
+            return self._compute(wave)
+        seed = hashlib.blake2b(wave.numpy().tobytes(), digest_size=8).digest()
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int.from_bytes(seed, "little") >> 1)
+            return self._compute(wave)
 
     def cost(self, feats: np.ndarray) -> float:
         return len(feats) * self.window_shift / self.sample_rate
