@@ -9,6 +9,7 @@ bench/make_scale_corpus.sh (segments of the real sample recordings), and prints 
     python bench/scale.py merge   [--lines 1000000] [--dim 256]
     python bench/scale.py forward [--toolkits resemblyzer,speechbrain,espnet,rawnet]
     python bench/scale.py jobs    [--toolkits resemblyzer,speechbrain] [--utts 1000]
+    python bench/scale.py window  [--utts 100] [--bounds 1e9,600,200]
 
 Work files go to a temporary directory under --work_dir (default: the system's), removed at
 the end. Bad utterances of the corpus (segments with no speech left after a toolkit's silence
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with
 from speechdump.storage import ArkScpWriter  # noqa: E402
 
 STAGE = REPO / "scripts" / "extract_spk_embed.sh"
+SSL_STAGE = REPO / "scripts" / "extract_ssl_feats.sh"
 PEAK = re.compile(r"(\d+) utterances, ([\d.]+) s of audio in ([\d.]+) s; (\d+) bad; "
                   r"peak memory (\d+) MiB")
 
@@ -45,10 +48,10 @@ def make_corpus(num_utts: int, dest: Path) -> Path:
 
 
 def run_stage(data: Path, out: Path, toolkit: str, model: str = "", nj: int = 1,
-              num_threads: int = 1, extra=()) -> dict:
+              num_threads: int = 1, extra=(), stage: Path = STAGE) -> dict:
     """Runs the stage; returns its wall time and the jobs' figures from their logs."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = ["bash", str(STAGE), "--toolkit", toolkit, "--nj", str(nj),
+    cmd = ["bash", str(stage), "--toolkit", toolkit, "--nj", str(nj),
            "--num_threads", str(num_threads), "--skip_bad", "true", "--python", sys.executable,
            *(["--model", model] if model else []), *extra, str(data), str(out)]
     start = time.perf_counter()
@@ -161,10 +164,10 @@ def build_model(toolkit: str, dest: Path) -> str:
     return ""
 
 
-def forward_only(toolkit: str, model: str, data: Path, batch_seconds: float,
-                 batch_size: int, sort_window: int) -> float:
-    """The model's forward time alone on the engine's batches, everything decoded and prepared
-    beforehand; and the time that decoding and preparing took (one thread)."""
+def forward_only(toolkit: str, model: str, data: Path) -> Tuple[float, float]:
+    """The model's forward time alone on the engine's batches (its default options, as the
+    stage runs it), everything decoded and prepared beforehand; and the time that decoding and
+    preparing took (one thread)."""
     import torch
     from speechdump import engine
     from speechdump.batching import plan_batches
@@ -172,21 +175,23 @@ def forward_only(toolkit: str, model: str, data: Path, batch_seconds: float,
     from speechdump.extractors import load_extractor
 
     torch.set_num_threads(1)
+    options = engine.EngineOptions()
     extractor = load_extractor(toolkit, model or None, "cpu")
     loader = engine._Loader(extractor)
     utterances = read_utterances(str(data / "wav.scp"), str(data / "segments"))
     start = time.perf_counter()
-    prepared = [p for _, p, _ in map(loader, utterances) if not isinstance(p, Exception)]
+    loaded = list(map(loader, utterances))
     load_seconds = time.perf_counter() - start
-    extractor.forward(prepared[:1])  # one-time kernel set-up stays untimed
-    cap = min(batch_size, extractor.max_batch_size or batch_size)
+    first = next(p for _, p, _ in loaded if not isinstance(p, Exception))
+    extractor.forward([first])  # one-time kernel set-up stays untimed
+    cap = min(options.batch_size, extractor.max_batch_size or options.batch_size)
     seconds = 0.0
-    for w in range(0, len(prepared), sort_window):
-        window = prepared[w:w + sort_window]
-        costs = [extractor.cost(item) for item in window]
-        for indices in plan_batches(costs, batch_seconds, cap, extractor.batch_cost,
+    for window in engine._windows(loaded, options.sort_window, options.sort_window_seconds):
+        items = [p for _, p, _ in window if not isinstance(p, Exception)]
+        costs = [extractor.cost(item) for item in items]
+        for indices in plan_batches(costs, options.batch_seconds, cap, extractor.batch_cost,
                                     extractor.equal_lengths_only):
-            batch = [window[i] for i in indices]
+            batch = [items[i] for i in indices]
             start = time.perf_counter()
             extractor.forward(batch)
             seconds += time.perf_counter() - start
@@ -202,7 +207,7 @@ def stage_vs_forward(args, work: Path) -> None:
     for toolkit in args.toolkits.split(","):
         model = build_model(toolkit, work / f"model_{toolkit}")
         run = run_stage(data, work / f"out_{toolkit}", toolkit, model)
-        forward, load = forward_only(toolkit, model, data, 60.0, 64, 128)
+        forward, load = forward_only(toolkit, model, data)
         job = run["jobs"][0]["seconds"]
         print(f"| {toolkit} | {run['utts']} | {run['wall']:.1f} s | {job:.1f} s | "
               f"{forward:.1f} s | {run['wall'] / forward:.2f}x | {job / forward:.2f}x | "
@@ -223,6 +228,51 @@ def jobs_vs_threads(args, work: Path) -> None:
               f"{one['wall'] / two['wall']:.2f}x |", flush=True)
 
 
+def long_corpus(num_utts: int, dest: Path) -> Path:
+    """``num_utts`` segments of 12-20 s over one recording: the sample recordings end to end at
+    16 kHz (real speech, longer utterances than the scale corpus has)."""
+    import soundfile
+    from speechdump.audio import ResamplerCache, load_audio
+    from speechdump.data import Utterance, read_utterances
+
+    samples = REPO / "samples" / "real_speech"
+    resamplers = ResamplerCache()
+    waves = [load_audio(Utterance(utt.utt_id, str(samples / utt.source)), 16000, resamplers)
+             for utt in read_utterances(str(samples / "wav.scp"))]
+    dest.mkdir(parents=True)
+    soundfile.write(dest / "all.wav", np.concatenate(waves), 16000, subtype="PCM_16")
+    length = sum(len(w) for w in waves) / 16000
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(num_utts):
+        seconds = rng.uniform(12.0, 20.0)
+        start = rng.uniform(0.0, length - seconds)
+        lines.append(f"long-{i:05d} all {start:.2f} {start + seconds:.2f}\n")
+    (dest / "wav.scp").write_text(f"all {dest / 'all.wav'}\n")
+    (dest / "segments").write_text("".join(lines))
+    (dest / "utt2spk").write_text("".join(f"{line.split()[0]} spk\n" for line in lines))
+    (dest / "spk2utt").write_text("spk " + " ".join(line.split()[0] for line in lines) + "\n")
+    return dest
+
+
+def window_memory(args, work: Path) -> None:
+    """Peak RSS of an SSL job keeping every layer frame by frame, on long utterances, with and
+    without the seconds bound on its sort windows."""
+    from build_ssl_model import build
+
+    data = long_corpus(args.utts, work / "data")
+    model = str(build(work / "hubert", "hubert", "group", small=False))
+    print(f"\n| --sort_window_seconds | utterances | audio | job wall | job peak RSS |"
+          f"\n|---|---|---|---|---|")
+    for bound in args.bounds.split(","):
+        run = run_stage(data, work / "out", "ssl", model, num_threads=args.num_threads,
+                        extra=["--layers", "all", "--sort_window_seconds", bound],
+                        stage=SSL_STAGE)
+        job = run["jobs"][0]
+        print(f"| {bound} | {run['utts']} | {run['audio']:.0f} s | {job['seconds']:.1f} s | "
+              f"{run['peak_mib']} MiB |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--work_dir", default=None, help="where the temporary files go")
@@ -241,10 +291,14 @@ def main() -> None:
     jobs = parts.add_parser("jobs", help=jobs_vs_threads.__doc__)
     jobs.add_argument("--toolkits", default="resemblyzer,speechbrain")
     jobs.add_argument("--utts", type=int, default=1000)
+    window = parts.add_parser("window", help=window_memory.__doc__)
+    window.add_argument("--utts", type=int, default=100)
+    window.add_argument("--bounds", default="1e9,600,200")
+    window.add_argument("--num_threads", type=int, default=2)
     args = p.parse_args()
 
     run = {"corpus": corpus_scaling, "merge": merge_million, "forward": stage_vs_forward,
-           "jobs": jobs_vs_threads}[args.part]
+           "jobs": jobs_vs_threads, "window": window_memory}[args.part]
     print(f"{args.part}: {os.cpu_count()} cores, {vars(args)}", flush=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="speechdump-scale.") as tmp:
         run(args, Path(tmp))

@@ -20,7 +20,7 @@ from speechdump.storage import WriteError
 
 # Options that change only speed, never the output: a rerun with other values skips done jobs.
 SPEED_ONLY = ("batch_seconds", "batch_size", "num_workers", "num_threads", "sort_window",
-              "device", "wav_scp", "segments", "split_dir", "job")
+              "sort_window_seconds", "device", "wav_scp", "segments", "split_dir", "job")
 # Extractor options, passed to the chosen extractor only when given.
 EXTRACTOR_OPTIONS = {
     "layers": str, "pool": str, "window_seconds": float, "hop_seconds": float,
@@ -53,6 +53,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=2, help="loader threads")
     p.add_argument("--sort_window", type=int, default=128,
                    help="utterances sorted by length together (bounds memory and write latency)")
+    p.add_argument("--sort_window_seconds", type=float, default=600.0,
+                   help="and at most this many seconds of audio (bounds memory for long audio)")
     p.add_argument("--num_threads", type=int, default=1,
                    help="compute threads of this job (torch and numpy's BLAS)")
     p.add_argument("--skip_bad", type=str2bool, default=False,
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
         return 1
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
                                    num_workers=args.num_workers, sort_window=args.sort_window,
+                                   sort_window_seconds=args.sort_window_seconds,
                                    skip_bad=args.skip_bad)
     try:
         stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,

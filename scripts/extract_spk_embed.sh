@@ -15,6 +15,7 @@ batch_seconds=60     # upper bound on padded audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
 sort_window=128      # utterances sorted by length together; bounds memory and write latency
+sort_window_seconds=600  # ... and at most this much audio: bounds memory for long utterances
 num_threads=1        # compute threads per job (torch, BLAS): keep nj x num_threads <= cores
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 utt_norm=false       # L2-normalise utterance vectors before averaging them per speaker
@@ -28,7 +29,8 @@ there is no text, in that order) and <out_dir>/spk_<tag>.scp (one mean vector pe
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <path> --device <$device>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
-  --sort_window <$sort_window> --num_threads <$num_threads> --skip_bad <$skip_bad>
+  --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
+  --num_threads <$num_threads> --skip_bad <$skip_bad>
   --utt_norm <$utt_norm> --spk_norm <$spk_norm> --tag <name> --python <$python>"
 
 . "$root/utils/parse_options.sh"
@@ -44,6 +46,7 @@ tag=${tag:-$toolkit}
 extract_stage_prepare
 extract_stage_run --toolkit "$toolkit" ${model:+--model "$model"} \
     --batch_seconds "$batch_seconds" --batch_size "$batch_size" --num_workers "$num_workers" \
-    --sort_window "$sort_window" --num_threads "$num_threads" --skip_bad "$skip_bad"
+    --sort_window "$sort_window" --sort_window_seconds "$sort_window_seconds" \
+    --num_threads "$num_threads" --skip_bad "$skip_bad"
 extract_stage_merge --spk_means true --utt_norm "$utt_norm" --spk_norm "$spk_norm"
 log "done: $out/$tag.scp $out/spk_$tag.scp"

@@ -18,7 +18,7 @@ num_mel_bins=        # fbank/mfcc: mel bins (default 80 for fbank, 23 for mfcc)
 num_ceps=            # mfcc: cepstra (default 13)
 frame_length=        # fbank/mfcc: ms (default 25)
 frame_shift=         # fbank/mfcc: ms (default 10)
-dither=              # fbank/mfcc: default 0 (reproducible)
+dither=              # fbank/mfcc: default 0 (Kaldi: 1.0; seeded per utterance)
 device=cpu           # cpu; cuda: one GPU per job through the launcher's --gpu 1; cuda:N
 dtype=float32        # storage: float32 or float16
 compress=false       # true: Kaldi-compress the matrices (lossy, as copy-feats --compress)
@@ -26,6 +26,7 @@ batch_seconds=60     # upper bound on padded audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
 sort_window=128      # utterances sorted by length together; bounds memory and write latency
+sort_window_seconds=600  # ... and at most this much audio: bounds memory for long utterances
 num_threads=1        # compute threads per job (torch, BLAS): keep nj x num_threads <= cores
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 tag=feats            # output stem: <tag>_layer<N>.scp for ssl layers, <tag>.scp otherwise
@@ -39,7 +40,8 @@ Options:
   --window_seconds <s> --hop_seconds <s> --num_mel_bins <n> --num_ceps <n> --frame_length <ms>
   --frame_shift <ms> --dither <d> --device <$device> --dtype <$dtype> --compress <$compress>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
-  --sort_window <$sort_window> --num_threads <$num_threads> --skip_bad <$skip_bad>
+  --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
+  --num_threads <$num_threads> --skip_bad <$skip_bad>
   --tag <$tag> --python <$python>"
 
 . "$root/utils/parse_options.sh"
@@ -66,7 +68,8 @@ fi
 extract_stage_prepare
 extract_stage_run --toolkit "$toolkit" ${model:+--model "$model"} "${extractor_opts[@]}" \
     --dtype "$dtype" --compress "$compress" --batch_seconds "$batch_seconds" --batch_size "$batch_size" \
-    --num_workers "$num_workers" --sort_window "$sort_window" --num_threads "$num_threads" \
+    --num_workers "$num_workers" --sort_window "$sort_window" \
+    --sort_window_seconds "$sort_window_seconds" --num_threads "$num_threads" \
     --skip_bad "$skip_bad"
 extract_stage_merge
 log "done: $(ls "$out"/"$tag"*.scp | tr '\n' ' ')"

@@ -2,16 +2,19 @@
 
 Loader threads decode, resample (once per utterance, through a shared resampler cache) and run
 the extractor's per-utterance ``prepare`` ahead of the model. Utterances are taken in windows of
-``sort_window``; each window is sorted by length and cut into batches bounded by padded audio
-seconds and by count, so padding stays small, while the next window loads. Results are written
-in the job's input order, so output never depends on batch composition or thread timing.
-Memory is bounded by two windows of prepared utterances.
+at most ``sort_window`` utterances and ``sort_window_seconds`` of audio; each window is sorted
+by length and cut into batches bounded by padded audio seconds and by count, so padding stays
+small, while the next utterances load. Results are written in the job's input order, so output
+never depends on batch composition or thread timing.
+
+Memory is bounded by the window being run (its prepared inputs and all its outputs: for
+frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the
+``2 * sort_window`` utterances loading ahead.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +35,8 @@ class EngineOptions:
     batch_seconds: float = 60.0  # padded audio seconds per forward pass
     batch_size: int = 64
     num_workers: int = 2
-    sort_window: int = 128  # utterances sorted by length together
+    sort_window: int = 128  # utterances sorted by length together,
+    sort_window_seconds: float = 600.0  # and at most this much audio (long utterances)
     skip_bad: bool = False
     progress: bool = True
 
@@ -57,10 +61,20 @@ def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: in
         yield pending.popleft().result()
 
 
-def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
-    it = iter(iterable)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
+def _windows(results: Iterable[tuple], max_items: int, max_seconds: float) -> Iterator[list]:
+    """Consecutive loader results ``(utt, prepared, seconds)``; a window is closed at
+    ``max_items`` of them or as soon as it holds ``max_seconds`` of audio (without waiting for
+    the next result, which may still be loading)."""
+    window: list = []
+    seconds = 0.0
+    for result in results:
+        window.append(result)
+        seconds += result[2]
+        if len(window) == max_items or seconds >= max_seconds:
+            yield window
+            window, seconds = [], 0.0
+    if window:
+        yield window
 
 
 class _Loader:
@@ -103,9 +117,10 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     window = max(options.sort_window, 1)
     try:
         with ThreadPoolExecutor(max(options.num_workers, 1), thread_name_prefix="loader") as pool:
-            # Two windows in flight: the next one loads while the model runs on this one.
+            # Up to two windows of utterances load while the model runs on this one.
             depth = 2 * window if options.num_workers > 0 else 1
-            for chunk in _chunks(_in_order(pool, loader, utterances, depth), window):
+            loaded = _in_order(pool, loader, utterances, depth)
+            for chunk in _windows(loaded, window, options.sort_window_seconds):
                 good = []
                 for utt, prepared, seconds in chunk:
                     if not isinstance(prepared, UtteranceError):

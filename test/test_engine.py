@@ -1,0 +1,48 @@
+"""The engine's windows: bounded by utterances and by seconds of audio, output unchanged."""
+
+import numpy as np
+
+from speechdump import engine
+from speechdump.data import Utterance
+from speechdump.extractors import load_extractor
+
+
+def test_windows_close_at_the_count_or_once_they_hold_the_seconds():
+    results = [(f"u{i}", None, seconds) for i, seconds in enumerate([2, 2, 2, 9, 1, 1, 1, 1, 1])]
+    windows = [[utt for utt, _, _ in w] for w in engine._windows(iter(results), 3, 5.0)]
+    # 2+2+2 reaches 5 s at the third; 9 s alone is over; then 1+1+1 hits the count of 3.
+    assert windows == [["u0", "u1", "u2"], ["u3"], ["u4", "u5", "u6"], ["u7", "u8"]]
+    assert [len(w) for w in engine._windows(iter(results), 100, 1e9)] == [9]
+
+
+def test_a_seconds_bound_changes_the_windows_not_the_output(sample_utterances, monkeypatch):
+    utterances = [Utterance(utt, path) for utt, path in sample_utterances]
+    extractor = load_extractor("fbank")
+    whole = {}
+    engine.run(utterances, extractor, whole.__setitem__,
+               engine.EngineOptions(progress=False))
+
+    windows = []
+    forward_window = engine._forward_window
+
+    def recording(extractor, items, options, bar):
+        windows.append([extractor.cost(item) for item in items])
+        return forward_window(extractor, items, options, bar)
+
+    monkeypatch.setattr(engine, "_forward_window", recording)
+    order = []
+    bounded = {}
+
+    def write(utt_id, array):
+        order.append(utt_id)
+        bounded[utt_id] = array
+
+    engine.run(utterances, extractor, write,
+               engine.EngineOptions(progress=False, sort_window_seconds=12.0))
+    assert order == [u.utt_id for u in utterances]  # input order, whatever the windows
+    assert len(windows) > 5
+    for costs in windows[:-1]:
+        assert sum(costs) >= 12.0 - 0.05 and sum(costs[:-1]) < 12.0
+    assert sum(len(w) for w in windows) == len(utterances)
+    for utt_id, feats in whole.items():
+        np.testing.assert_array_equal(bounded[utt_id], feats, err_msg=utt_id)
