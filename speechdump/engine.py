@@ -121,27 +121,36 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
             depth = 2 * window if options.num_workers > 0 else 1
             loaded = _in_order(pool, loader, utterances, depth)
             for chunk in _windows(loaded, window, options.sort_window_seconds):
-                good = []
-                for utt, prepared, seconds in chunk:
-                    if not isinstance(prepared, UtteranceError):
-                        good.append((utt, prepared, seconds))
-                    elif options.skip_bad:
-                        stats.bad.append((utt.utt_id, prepared.reason))
-                    else:
-                        raise prepared
-                bar.update(len(chunk) - len(good))
-                outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar)
-                for (utt, _, seconds), array in zip(good, outputs):
-                    write(utt.utt_id, array)
-                    stats.done += 1
-                    stats.audio_seconds += seconds
-                    stats.durations.append((utt.utt_id, seconds))
+                _run_window(chunk, extractor, write, options, stats, bar)
+                # Released before the next window loads and runs: one window's outputs in
+                # memory at a time.
+                del chunk
                 bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h",
                                 speed=f"{stats.audio_seconds / max(time.time() - start, 1e-9):.1f}x")
     finally:
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats
+
+
+def _run_window(chunk: list, extractor: Extractor, write: Callable[[str, np.ndarray], None],
+                options: EngineOptions, stats: JobStats, bar: tqdm) -> None:
+    """One window of loader results: bad ones raised or recorded, the rest run and written."""
+    good = []
+    for utt, prepared, seconds in chunk:
+        if not isinstance(prepared, UtteranceError):
+            good.append((utt, prepared, seconds))
+        elif options.skip_bad:
+            stats.bad.append((utt.utt_id, prepared.reason))
+        else:
+            raise prepared
+    bar.update(len(chunk) - len(good))
+    outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar)
+    for (utt, _, seconds), array in zip(good, outputs):
+        write(utt.utt_id, array)
+        stats.done += 1
+        stats.audio_seconds += seconds
+        stats.durations.append((utt.utt_id, seconds))
 
 
 def _forward_window(extractor: Extractor, items: list, options: EngineOptions,
