@@ -1,10 +1,14 @@
 """The engine's windows: bounded by utterances and by seconds of audio, output unchanged."""
 
+import gc
+import weakref
+
 import numpy as np
 
 from speechdump import engine
 from speechdump.data import Utterance
 from speechdump.extractors import load_extractor
+from speechdump.extractors.base import Extractor
 
 
 def test_windows_close_at_the_count_or_once_they_hold_the_seconds():
@@ -46,3 +50,41 @@ def test_a_seconds_bound_changes_the_windows_not_the_output(sample_utterances, m
     assert sum(len(w) for w in windows) == len(utterances)
     for utt_id, feats in whole.items():
         np.testing.assert_array_equal(bounded[utt_id], feats, err_msg=utt_id)
+
+
+class _Lengths(Extractor):
+    """Each utterance's output: a large array, so keeping old windows alive would show."""
+
+    sample_rate = 16000
+
+    def __init__(self):
+        self.made = []  # weak references to every output given
+
+    def prepare(self, wave):
+        return len(wave)
+
+    def cost(self, samples):
+        return samples / self.sample_rate
+
+    def forward(self, batch):
+        outputs = [np.zeros(100_000, dtype=np.float32) for _ in batch]
+        self.made += [weakref.ref(array) for array in outputs]
+        return outputs
+
+
+def test_a_written_window_is_released_before_the_next_one_runs(sample_utterances, monkeypatch):
+    extractor = _Lengths()
+    forward_window = engine._forward_window
+    alive_from_earlier = []
+
+    def counting(extractor, items, options, bar):
+        gc.collect()  # every output so far belongs to a window already written
+        alive_from_earlier.append(sum(ref() is not None for ref in extractor.made))
+        return forward_window(extractor, items, options, bar)
+
+    monkeypatch.setattr(engine, "_forward_window", counting)
+    utterances = [Utterance(utt, path) for utt, path in sample_utterances]
+    engine.run(utterances, extractor, lambda utt_id, array: None,
+               engine.EngineOptions(progress=False, sort_window=4))
+    assert len(alive_from_earlier) == 7  # 26 utterances in windows of 4
+    assert alive_from_earlier == [0] * 7
