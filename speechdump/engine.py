@@ -9,7 +9,8 @@ never depends on batch composition or thread timing.
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
 frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the
-``2 * sort_window`` utterances loading ahead.
+utterances loading ahead: up to two windows of them, counted in utterances and, at the mean
+length loaded so far, in seconds.
 """
 
 from __future__ import annotations
@@ -50,13 +51,21 @@ class JobStats:
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (utt id, reason)
 
 
-def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator:
-    """``map`` that keeps at most ``depth`` calls in flight and yields results in input order."""
+def _in_order(pool: ThreadPoolExecutor, load: Callable, items: Iterable, max_items: int,
+              max_seconds: float) -> Iterator[tuple]:
+    """``map`` of ``load`` (which gives ``(utt, prepared, seconds)``), yielding results in input
+    order, with at most ``max_items`` calls in flight and, at the mean length of what has
+    loaded so far, not much more than ``max_seconds`` of audio: long recordings do not fill
+    memory ahead of the model."""
     pending: collections.deque = collections.deque()
+    count, seconds = 0, 0.0
     for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= depth:
-            yield pending.popleft().result()
+        pending.append(pool.submit(load, item))
+        while pending and (len(pending) >= max_items
+                           or count and len(pending) * seconds / count >= max_seconds):
+            result = pending.popleft().result()
+            count, seconds = count + 1, seconds + result[2]
+            yield result
     while pending:
         yield pending.popleft().result()
 
@@ -119,7 +128,7 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
         with ThreadPoolExecutor(max(options.num_workers, 1), thread_name_prefix="loader") as pool:
             # Up to two windows of utterances load while the model runs on this one.
             depth = 2 * window if options.num_workers > 0 else 1
-            loaded = _in_order(pool, loader, utterances, depth)
+            loaded = _in_order(pool, loader, utterances, depth, 2 * options.sort_window_seconds)
             for chunk in _windows(loaded, window, options.sort_window_seconds):
                 _run_window(chunk, extractor, write, options, stats, bar)
                 # Released before the next window loads and runs: one window's outputs in

@@ -2,6 +2,7 @@
 
 import gc
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -88,3 +89,30 @@ def test_a_written_window_is_released_before_the_next_one_runs(sample_utterances
                engine.EngineOptions(progress=False, sort_window=4))
     assert len(alive_from_earlier) == 7  # 26 utterances in windows of 4
     assert alive_from_earlier == [0] * 7
+
+
+def test_loading_ahead_is_bounded_in_utterances_and_in_seconds():
+    submitted = []
+
+    def items(lengths):
+        for i, seconds in enumerate(lengths):
+            submitted.append(i)
+            yield i, seconds
+
+    def load(item):
+        return item[0], None, item[1]
+
+    def most_in_flight(lengths, max_items, max_seconds, after=0):
+        submitted.clear()
+        in_flight = []
+        with ThreadPoolExecutor(2) as pool:
+            for done, result in enumerate(engine._in_order(pool, load, items(lengths),
+                                                           max_items, max_seconds), 1):
+                assert result[0] == done - 1  # input order
+                in_flight.append(len(submitted) - done)
+        return max(in_flight[after:])
+
+    # Short utterances: the count bounds what is ahead (as before seconds were counted).
+    assert most_in_flight([3.0] * 200, max_items=16, max_seconds=1200.0) == 15
+    # Ten-minute recordings: once the first have loaded, about 1200 s of them, not 16.
+    assert most_in_flight([600.0] * 200, max_items=16, max_seconds=1200.0, after=16) <= 2
