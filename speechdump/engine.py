@@ -130,12 +130,12 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
             depth = 2 * window if options.num_workers > 0 else 1
             loaded = _in_order(pool, loader, utterances, depth, 2 * options.sort_window_seconds)
             for chunk in _windows(loaded, window, options.sort_window_seconds):
+                # The window's outputs live only inside _run_window; its loaded inputs are
+                # released here, before the generator loads the next window.
                 _run_window(chunk, extractor, write, options, stats, bar)
-                # Released before the next window loads and runs: one window's outputs in
-                # memory at a time.
                 del chunk
-                bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h",
-                                speed=f"{stats.audio_seconds / max(time.time() - start, 1e-9):.1f}x")
+                speed = stats.audio_seconds / max(time.time() - start, 1e-9)
+                bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
     finally:
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start

@@ -3,7 +3,6 @@ real speech samples."""
 
 import json
 import os
-import subprocess
 
 import kaldiio
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 import torchaudio
 
-from conftest import REPO, read_pairs
+from conftest import read_pairs, run_stage
 from speechdump.audio import ResamplerCache, load_audio
 from speechdump.data import Utterance
 from speechdump.storage import write_ark_scp
@@ -21,11 +20,7 @@ K = 32
 
 
 def run_script(name, args, env, check=True, cwd=None):
-    proc = subprocess.run([str(REPO / "scripts" / name), *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_stage(args, env, cwd=cwd, check=check, script=name)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,12 @@ from __future__ import annotations
 from typing import List, Optional
 
 import numpy as np
+import scipy.fft
 import torch
+import webrtcvad
+from resemblyzer import VoiceEncoder, audio, hparams
+from scipy.ndimage import binary_dilation
+from scipy.signal import get_window
 
 from speechdump.extractors.base import Extractor
 
@@ -26,6 +31,7 @@ from speechdump.extractors.base import Extractor
 PARTIALS_PER_SECOND = 1.3
 MIN_COVERAGE = 0.75
 INT16_MAX = 2 ** 15 - 1  # the PCM scale of its VAD input
+VAD_WINDOW = hparams.vad_window_length * hparams.sampling_rate // 1000  # samples
 
 
 class ResemblyzerExtractor(Extractor):
@@ -35,8 +41,6 @@ class ResemblyzerExtractor(Extractor):
     min_seconds = 0.1
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
-        from resemblyzer import VoiceEncoder
-
         self.device = torch.device(device)
         self.encoder = VoiceEncoder(device=self.device, verbose=False, weights_fpath=model)
         self.encoder.eval()
@@ -44,8 +48,6 @@ class ResemblyzerExtractor(Extractor):
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         """Waveform at 16 kHz -> the utterance's partial mel windows ``[P, 160, 40]``."""
-        from resemblyzer import VoiceEncoder, audio, hparams
-
         wav = audio.normalize_volume(wave, hparams.audio_norm_target_dBFS, increase_only=True)
         wav = trim_long_silences(wav)
         if len(wav) == 0:
@@ -59,8 +61,6 @@ class ResemblyzerExtractor(Extractor):
         return np.stack([mel[s] for s in mel_slices])
 
     def cost(self, partials: np.ndarray) -> float:
-        from resemblyzer import hparams
-
         return len(partials) * hparams.partials_n_frames * hparams.mel_window_step / 1000
 
     def batch_cost(self, costs) -> float:
@@ -81,15 +81,10 @@ class ResemblyzerExtractor(Extractor):
 def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     """``resemblyzer.audio.trim_long_silences``: drops the silences webrtcvad finds longer than
     ``vad_max_silence_length`` windows, keeping the same samples."""
-    import webrtcvad
-    from resemblyzer import hparams
-    from scipy.ndimage import binary_dilation
-
-    window = hparams.vad_window_length * hparams.sampling_rate // 1000
-    wav = wav[:len(wav) - len(wav) % window]
+    wav = wav[:len(wav) - len(wav) % VAD_WINDOW]
     pcm = (np.round(wav * INT16_MAX)).astype("<i2").tobytes()
     vad = webrtcvad.Vad(mode=3)
-    step = 2 * window  # bytes per window
+    step = 2 * VAD_WINDOW  # bytes per window
     voiced = np.array([vad.is_speech(pcm[i:i + step], sample_rate=hparams.sampling_rate)
                        for i in range(0, len(pcm), step)], dtype=float)
     # Moving average of the voice flags, as Resemblyzer computes it.
@@ -99,7 +94,7 @@ def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     sums[width:] = sums[width:] - sums[:-width]
     mask = np.round(sums[width - 1:] / width).astype(bool)
     mask = binary_dilation(mask, np.ones(hparams.vad_max_silence_length + 1))
-    return wav[np.repeat(mask, window)]
+    return wav[np.repeat(mask, VAD_WINDOW)]
 
 
 class MelSpectrogram:
@@ -107,9 +102,6 @@ class MelSpectrogram:
     frames, zero padding, periodic Hann window, Slaney mel filters) as ``[frames, mels]``."""
 
     def __init__(self):
-        from resemblyzer import hparams
-        from scipy.signal import get_window
-
         rate = hparams.sampling_rate
         self.n_fft = rate * hparams.mel_window_length // 1000
         self.hop = rate * hparams.mel_window_step // 1000
@@ -117,8 +109,6 @@ class MelSpectrogram:
         self.filters = slaney_mel_filters(rate, self.n_fft, hparams.mel_n_channels).T
 
     def __call__(self, wav: np.ndarray) -> np.ndarray:
-        import scipy.fft
-
         padded = np.pad(wav, self.n_fft // 2)
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[::self.hop]
         spectrum = scipy.fft.rfft(frames * self.window, axis=-1).astype(np.complex64)
