@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     # spin against the model's threads.
     threadpool_limits(args.num_threads)
     # oneDNN keeps a compiled kernel per input shape, 1024 by default; with utterances of every
-    # length that cache was what made a job's memory grow with the size of its corpus.
+    # length, the models' convolutions would fill it and a job's memory grow with its corpus.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
     utterances = read_utterances(args.wav_scp, args.segments)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torchaudio
 
 from conftest import SAMPLES
-from speechdump.audio import ResamplerCache, UtteranceError, load_audio, read_samples
+from speechdump.audio import (ResamplerCache, UtteranceError, downmix, load_audio,
+                              read_samples)
 from speechdump.data import Utterance, read_utterances
 
 AUDIO = SAMPLES / "audio"
@@ -45,7 +47,16 @@ def test_stereo_is_averaged_to_mono():
     path = str(AUDIO / "jfk-inaugural1961.flac")
     stereo, rate = soundfile.read(path, dtype="float32")
     mono = load_audio(Utterance("jfk", path), rate, ResamplerCache())
-    np.testing.assert_allclose(mono, stereo.mean(axis=1), atol=1e-7)
+    np.testing.assert_array_equal(mono, stereo.mean(axis=1))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_downmix_is_the_mean_over_channels(channels):
+    stereo, _ = soundfile.read(AUDIO / "jfk-inaugural1961.flac", dtype="float32")
+    samples = np.ascontiguousarray(np.tile(stereo, 3)[:, :channels] * np.arange(1, channels + 1, dtype=np.float32))
+    mono = downmix(samples)
+    assert mono.dtype == np.float32 and mono.shape == (len(samples),)
+    np.testing.assert_array_equal(mono, samples.mean(axis=1))
 
 
 def test_pipe_entry_equals_the_file(tmp_path):
@@ -172,6 +183,22 @@ def test_resampler_cache_under_eight_threads_and_four_rates():
     assert all(cache.get(rate, 16000) is built[rate] for rate in sources)
     for rate, out in results:
         torch.testing.assert_close(out, expected[rate], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("source, target", [(48000, 16000), (32000, 16000), (24000, 16000),
+                                            (44100, 16000), (22050, 16000), (8000, 16000),
+                                            (16000, 24000)])
+def test_resampler_is_torchaudios_sinc(source, target):
+    # The wide convolution computes the same products as torchaudio's own, for one or many
+    # output phases, up- and downsampling, a batch of waves, and a length that is no multiple
+    # of the stride (7 s of speech plus 1 sample).
+    samples, rate = soundfile.read(AUDIO / "vctk-p301-102.wav", dtype="float32")
+    wave = torch.from_numpy(samples[:7 * rate + 1])
+    waves = torch.stack([wave, wave.flip(0)])
+    expected = torchaudio.functional.resample(waves, source, target, **ResamplerCache.FILTER)
+    got = ResamplerCache().resample(waves, source, target)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
 def test_resampler_cache_keys_on_dtype():
