@@ -103,31 +103,47 @@ class SincResampler:
     a oneDNN kernel for every new input length (about 2 ms, so once per utterance), and for
     integer ratios such as 48 -> 16 kHz it has one output channel, which runs 10x slower per
     tap. Here the padded wave is viewed, without a copy, as rows of ``stride`` samples, and the
-    convolution is a sum of a few row-shifted matrix products (BLAS; nothing built per length).
-    Where there are few phases, one row holds ``block`` periods (the kernel rows repeat, shifted
-    by ``orig``) so the products stay wide.
+    convolution is a sum of row-shifted matrix products (BLAS; nothing built per length):
+
+    - where there are few phases, one row holds ``block`` periods (the kernel rows repeat,
+      shifted by ``orig``), so the products stay wide;
+    - where there are many (441:160 for 44.1 kHz), each group of outputs multiplies only the
+      taps inside its window: torchaudio's rows are twice as long as the window and more, the
+      rest holding the 1e-14 its clamped sinc leaves there.
     """
 
-    MIN_COLUMNS = 16  # outputs per row: below this the products get slow
+    COLUMNS = 16  # outputs per product: narrower products get slow, wider ones waste taps
+    OUTSIDE = 1e-10  # taps below this fraction of the largest lie outside the window
 
     def __init__(self, source_rate: int, target_rate: int, dtype: torch.dtype, filter: dict):
         base = torchaudio.transforms.Resample(source_rate, target_rate, dtype=dtype, **filter)
         self.orig, self.new = base.orig_freq // base.gcd, base.new_freq // base.gcd
         self.width = base.width
-        block = -(-self.MIN_COLUMNS // self.new)
+        block = -(-self.COLUMNS // self.new)
         self.stride = self.orig * block
         kernel = base.kernel[:, 0]  # [new, 2 * width + orig]
         phases, taps = kernel.shape
-        self.pieces = -(-(taps + self.orig * (block - 1)) // self.stride)
-        blocked = kernel.new_zeros(phases * block, self.pieces * self.stride)
+        self.columns = phases * block
+        blocked = kernel.new_zeros(self.columns, taps + self.orig * (block - 1))
         for period in range(block):
             shift = period * self.orig
             blocked[period * phases:(period + 1) * phases, shift:shift + taps] = kernel
-        # weights[q]: the taps that meet input row m + q for output row m; [stride, outputs]
-        self.weights = blocked.T.reshape(self.pieces, self.stride, -1).contiguous()
+        inside = blocked.abs() > blocked.abs().max() * self.OUTSIDE
+        # (first output column, row shift, first and end tap within the row, weights[taps, cols])
+        self.products = []
+        for first in range(0, self.columns, self.COLUMNS):
+            group = slice(first, first + self.COLUMNS)
+            used = inside[group].any(dim=0).nonzero()
+            lo, hi = int(used[0]), int(used[-1]) + 1
+            for shift in range(lo // self.stride, (hi - 1) // self.stride + 1):
+                start, end = max(lo, shift * self.stride), min(hi, (shift + 1) * self.stride)
+                self.products.append((first, shift, start - shift * self.stride,
+                                      end - shift * self.stride,
+                                      blocked[group, start:end].T.contiguous()))
+        self.shifts = 1 + max(shift for _, shift, *_ in self.products)
 
     def to(self, device) -> "SincResampler":
-        self.weights = self.weights.to(device)
+        self.products = [(*product[:4], product[4].to(device)) for product in self.products]
         return self
 
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
@@ -138,13 +154,14 @@ class SincResampler:
         padded = torch.nn.functional.pad(wave.reshape(-1, length),
                                          (self.width, self.width + 2 * self.stride))
         num_rows = padded.shape[-1] // self.stride
+        count = num_rows - self.shifts + 1
         outputs = []
         for one in padded:
             rows = one[:num_rows * self.stride].view(num_rows, self.stride)
-            count = num_rows - self.pieces + 1
-            out = rows[:count] @ self.weights[0]
-            for piece in range(1, self.pieces):
-                out.addmm_(rows[piece:piece + count], self.weights[piece])
+            out = rows.new_zeros(count, self.columns)
+            for first, shift, start, end, weights in self.products:
+                out[:, first:first + weights.shape[1]].addmm_(
+                    rows[shift:shift + count, start:end], weights)
             outputs.append(out.reshape(-1)[:target])
         return torch.stack(outputs).reshape(*leading, target)
 
