@@ -76,6 +76,7 @@ def test_preprocessing_is_resemblyzers(sample_utterances):
     """The whole-array silence trimming and mel spectrogram give Resemblyzer's own results."""
     import librosa
     from resemblyzer import audio
+    from scipy.signal import get_window
 
     from speechdump.extractors.resemblyzer import (MelSpectrogram, slaney_mel_filters,
                                                     trim_long_silences)
@@ -83,6 +84,7 @@ def test_preprocessing_is_resemblyzers(sample_utterances):
     np.testing.assert_allclose(slaney_mel_filters(16000, 400, 40),
                                librosa.filters.mel(sr=16000, n_fft=400, n_mels=40), atol=1e-8)
     mel = MelSpectrogram()
+    np.testing.assert_array_equal(mel.window, get_window("hann", 400, fftbins=True))
     trimmed_some = 0
     for utt, path in sample_utterances:
         samples = preprocess_wav(path)  # resampled, volume-normalised, trimmed by Resemblyzer
