@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import threading
-from typing import Dict, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 import soundfile
@@ -95,6 +95,16 @@ def read_samples(utt: Utterance) -> Tuple[np.ndarray, int]:
     return samples, rate
 
 
+class _Product(NamedTuple):
+    """One matrix product of a resampling: input rows ``m + shift``, taps ``start:end`` of each,
+    times ``weights`` give outputs ``first:first + weights.shape[1]`` of output row ``m``."""
+    first: int
+    shift: int
+    start: int
+    end: int
+    weights: torch.Tensor  # [end - start, output columns]
+
+
 class SincResampler:
     """torchaudio's windowed-sinc resampler (its kernel, its output), computed as matrix products.
 
@@ -129,21 +139,20 @@ class SincResampler:
             shift = period * self.orig
             blocked[period * phases:(period + 1) * phases, shift:shift + taps] = kernel
         inside = blocked.abs() > blocked.abs().max() * self.OUTSIDE
-        # (first output column, row shift, first and end tap within the row, weights[taps, cols])
-        self.products = []
+        self.products: List[_Product] = []
         for first in range(0, self.columns, self.COLUMNS):
             group = slice(first, first + self.COLUMNS)
             used = inside[group].any(dim=0).nonzero()
             lo, hi = int(used[0]), int(used[-1]) + 1
             for shift in range(lo // self.stride, (hi - 1) // self.stride + 1):
                 start, end = max(lo, shift * self.stride), min(hi, (shift + 1) * self.stride)
-                self.products.append((first, shift, start - shift * self.stride,
-                                      end - shift * self.stride,
-                                      blocked[group, start:end].T.contiguous()))
-        self.shifts = 1 + max(shift for _, shift, *_ in self.products)
+                self.products.append(_Product(first, shift, start - shift * self.stride,
+                                              end - shift * self.stride,
+                                              blocked[group, start:end].T.contiguous()))
+        self.shifts = 1 + max(product.shift for product in self.products)
 
     def to(self, device) -> "SincResampler":
-        self.products = [(*product[:4], product[4].to(device)) for product in self.products]
+        self.products = [p._replace(weights=p.weights.to(device)) for p in self.products]
         return self
 
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
@@ -159,9 +168,9 @@ class SincResampler:
         for one in padded:
             rows = one[:num_rows * self.stride].view(num_rows, self.stride)
             out = rows.new_zeros(count, self.columns)
-            for first, shift, start, end, weights in self.products:
-                out[:, first:first + weights.shape[1]].addmm_(
-                    rows[shift:shift + count, start:end], weights)
+            for p in self.products:
+                out[:, p.first:p.first + p.weights.shape[1]].addmm_(
+                    rows[p.shift:p.shift + count, p.start:p.end], p.weights)
             outputs.append(out.reshape(-1)[:target])
         return torch.stack(outputs).reshape(*leading, target)
 
