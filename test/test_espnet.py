@@ -6,6 +6,9 @@ utterance per embedding), RawNet3 on the sinc filterbank for ``rawnet`` (multi-c
 reference gets the same 16 kHz waves (speechdump's loader), so only batching differs.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile
@@ -258,3 +261,22 @@ def test_model_argument(models, tmp_path):
         (tmp_path / name).write_bytes((models["ecapa_tdnn"] / "model.pth").read_bytes())
     with pytest.raises(ValueError, match="exactly one \\*.pth"):
         load_extractor("rawnet", str(tmp_path))
+
+
+def test_loading_never_downloads_nltk_data(models, tmp_path):
+    # ESPnet's import pulls in g2p_en, whose own import calls nltk.download for tagger and
+    # dictionary data it lacks. On an offline node whose network drops packets, every job
+    # would wait there for the TCP timeout; speaker models never use that data.
+    script = "\n".join([
+        "import sys, nltk",
+        f"nltk.data.path[:] = [{str(tmp_path)!r}]  # a node without the data",
+        "nltk.download = lambda *args, **kwargs: sys.exit(f'nltk.download{args} was called')",
+        "from speechdump.extractors import load_extractor",
+        f"extractor = load_extractor('espnet', {str(models['ecapa_tdnn'])!r})",
+        "import numpy as np",
+        "wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32)",
+        "print('embedding', extractor.forward([extractor.prepare(wave)])[0].shape)",
+    ])
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedding (" in result.stdout

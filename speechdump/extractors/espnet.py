@@ -87,12 +87,31 @@ def _model_files(path: Path) -> dict:
                      "with meta.yaml")
 
 
+def _import_speech2embedding():
+    """``espnet2.bin.spk_inference.Speech2Embedding``, imported without network access.
+
+    The import pulls in ESPnet's text tokenizers and so g2p_en, whose own import calls
+    ``nltk.download`` for tagger and dictionary data it lacks. Speaker models never use that
+    data; on an offline node whose network drops packets, each call would wait for the TCP
+    timeout, in every job.
+    """
+    import nltk
+
+    download = nltk.download
+    nltk.download = lambda *args, **kwargs: False  # what nltk.download returns when it fails
+    try:
+        from espnet2.bin.spk_inference import Speech2Embedding
+    finally:
+        nltk.download = download
+    return Speech2Embedding
+
+
 def load_speech2embedding(model: Optional[str], device: str = "cpu"):
     """ESPnet's ``Speech2Embedding`` for ``--model`` (local layouts above, else a zoo tag)."""
     if not model:
         raise ValueError("the ESPnet toolkits need --model: a directory with config.yaml and "
                          "one *.pth (e.g. exp/spk_train_rawnet3_raw_sp), or a *.pth file")
-    from espnet2.bin.spk_inference import Speech2Embedding
+    Speech2Embedding = _import_speech2embedding()
 
     path = Path(os.path.expanduser(model))
     if path.exists():
