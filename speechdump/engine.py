@@ -9,14 +9,15 @@ never depends on batch composition or thread timing.
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
 frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the
-utterances loading ahead: up to two windows of them, counted in utterances and, at the mean
-length loaded so far, in seconds.
+utterances loaded ahead of it: up to two windows of them, in utterances and in seconds of
+audio, plus the ``num_workers`` loads running.
 """
 
 from __future__ import annotations
 
 import collections
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,23 +52,73 @@ class JobStats:
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (utt id, reason)
 
 
-def _in_order(pool: ThreadPoolExecutor, load: Callable, items: Iterable, max_items: int,
-              max_seconds: float) -> Iterator[tuple]:
-    """``map`` of ``load`` (which gives ``(utt, prepared, seconds)``), yielding results in input
-    order, with at most ``max_items`` calls in flight and, at the mean length of what has
-    loaded so far, not much more than ``max_seconds`` of audio: long recordings do not fill
-    memory ahead of the model."""
-    pending: collections.deque = collections.deque()
-    count, seconds = 0, 0.0
-    for item in items:
-        pending.append(pool.submit(load, item))
-        while pending and (len(pending) >= max_items
-                           or count and len(pending) * seconds / count >= max_seconds):
-            result = pending.popleft().result()
-            count, seconds = count + 1, seconds + result[2]
+class _Prefetch:
+    """Loads items ahead of the model on ``workers`` threads; iterating gives the results
+    (``(utt, prepared, seconds)``) in input order.
+
+    A load starts only while fewer than ``workers`` run and what is ahead of the model (loaded
+    or loading, not yet taken) is under ``max_items`` results and, counting the loaded ones
+    only, under ``max_seconds`` of audio. Each finished load starts the next, so the loaders
+    keep working while the model runs, and memory ahead of the model is what has actually
+    loaded plus at most ``workers`` loads, whatever the lengths: nothing is queued on a guess,
+    so hour-long recordings never pile up ahead of it.
+    """
+
+    def __init__(self, load: Callable, items: Iterable, workers: int, max_items: int,
+                 max_seconds: float):
+        self._load, self._items = load, iter(items)
+        self._workers, self._max_items, self._max_seconds = workers, max_items, max_seconds
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="loader")
+        self._lock = threading.Lock()
+        self._ahead: collections.deque = collections.deque()  # futures not yet taken, in order
+        self._running = 0
+        self._loaded_seconds = 0.0  # of the loaded results not yet taken
+        self._stopped = False
+
+    def _start_loads(self) -> None:
+        """Starts what the bounds allow; called under the lock."""
+        while (not self._stopped and self._running < self._workers
+               and len(self._ahead) < self._max_items
+               and self._loaded_seconds < self._max_seconds):
+            item = next(self._items, _END)
+            if item is _END:
+                self._stopped = True
+                break
+            self._running += 1
+            self._ahead.append(self._pool.submit(self._run, item))
+
+    def _run(self, item):
+        seconds = 0.0
+        try:
+            result = self._load(item)
+            seconds = result[2]
+            return result
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._loaded_seconds += seconds
+                self._start_loads()
+
+    def __iter__(self) -> Iterator[tuple]:
+        while True:
+            with self._lock:
+                self._start_loads()
+                if not self._ahead:
+                    return
+                future = self._ahead.popleft()
+            result = future.result()
+            with self._lock:
+                self._loaded_seconds -= result[2]
             yield result
-    while pending:
-        yield pending.popleft().result()
+
+    def close(self) -> None:
+        """Starts nothing more, drops what has not started, waits for the loads running."""
+        with self._lock:
+            self._stopped = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
 
 
 def _windows(results: Iterable[tuple], max_items: int, max_seconds: float) -> Iterator[list]:
@@ -124,19 +175,20 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", file=sys.stderr,
                disable=not options.progress, mininterval=1.0 if sys.stderr.isatty() else 10.0)
     window = max(options.sort_window, 1)
+    # Up to two windows of utterances load while the model runs on this one.
+    loaded = _Prefetch(loader, utterances, max(options.num_workers, 1),
+                       2 * window if options.num_workers > 0 else 1,
+                       2 * options.sort_window_seconds)
     try:
-        with ThreadPoolExecutor(max(options.num_workers, 1), thread_name_prefix="loader") as pool:
-            # Up to two windows of utterances load while the model runs on this one.
-            depth = 2 * window if options.num_workers > 0 else 1
-            loaded = _in_order(pool, loader, utterances, depth, 2 * options.sort_window_seconds)
-            for chunk in _windows(loaded, window, options.sort_window_seconds):
-                # The window's outputs live only inside _run_window; its loaded inputs are
-                # released here, before the generator loads the next window.
-                _run_window(chunk, extractor, write, options, stats, bar)
-                del chunk
-                speed = stats.audio_seconds / max(time.time() - start, 1e-9)
-                bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
+        for chunk in _windows(iter(loaded), window, options.sort_window_seconds):
+            # The window's outputs live only inside _run_window; its loaded inputs are
+            # released here, before the next window is gathered.
+            _run_window(chunk, extractor, write, options, stats, bar)
+            del chunk
+            speed = stats.audio_seconds / max(time.time() - start, 1e-9)
+            bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
     finally:
+        loaded.close()
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats

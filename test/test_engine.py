@@ -1,10 +1,12 @@
 """The engine's windows: bounded by utterances and by seconds of audio, output unchanged."""
 
 import gc
+import threading
+import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from speechdump import engine
 from speechdump.data import Utterance
@@ -91,28 +93,65 @@ def test_a_written_window_is_released_before_the_next_one_runs(sample_utterances
     assert alive_from_earlier == [0] * 7
 
 
-def test_loading_ahead_is_bounded_in_utterances_and_in_seconds():
-    submitted = []
-
-    def items(lengths):
-        for i, seconds in enumerate(lengths):
-            submitted.append(i)
-            yield i, seconds
+def _most_ahead(lengths, max_items, max_seconds, workers=2):
+    """Runs ``engine._Prefetch`` over items of these lengths with a slow consumer; returns the
+    most results and seconds ever loaded or loading and not yet done with: those ahead of the
+    model and the one it holds."""
+    lock = threading.Lock()
+    taken = []
+    started = []  # (item, seconds) in the order loads started
+    most = [0, 0.0]
 
     def load(item):
+        with lock:
+            started.append(item)
+            ahead = started[len(taken):]
+            most[0] = max(most[0], len(ahead))
+            most[1] = max(most[1], sum(seconds for _, seconds in ahead))
+        time.sleep(0.001)
         return item[0], None, item[1]
 
-    def most_in_flight(lengths, max_items, max_seconds, after=0):
-        submitted.clear()
-        in_flight = []
-        with ThreadPoolExecutor(2) as pool:
-            for done, result in enumerate(engine._in_order(pool, load, items(lengths),
-                                                           max_items, max_seconds), 1):
-                assert result[0] == done - 1  # input order
-                in_flight.append(len(submitted) - done)
-        return max(in_flight[after:])
+    prefetch = engine._Prefetch(load, enumerate(lengths), workers, max_items, max_seconds)
+    try:
+        for result in prefetch:
+            time.sleep(0.003)  # the model, slower than the loaders
+            with lock:
+                assert result[0] == len(taken)  # input order
+                taken.append(result)
+    finally:
+        prefetch.close()
+    assert len(taken) == len(lengths)
+    return most
 
-    # Short utterances: the count bounds what is ahead (as before seconds were counted).
-    assert most_in_flight([3.0] * 200, max_items=16, max_seconds=1200.0) == 15
-    # Ten-minute recordings: once the first have loaded, about 1200 s of them, not 16.
-    assert most_in_flight([600.0] * 200, max_items=16, max_seconds=1200.0, after=16) <= 2
+
+def test_loading_ahead_is_bounded_in_utterances_and_in_seconds():
+    # Short utterances: the count bounds what is ahead (16, and the one the model holds).
+    count, seconds = _most_ahead([3.0] * 200, max_items=16, max_seconds=1200.0)
+    assert count == 17
+    # Ten-minute recordings, from the very start: loads start while under 1200 s have loaded,
+    # so at most 600 s loaded and 2 loading, and the one the model holds.
+    count, seconds = _most_ahead([600.0] * 60, max_items=16, max_seconds=1200.0)
+    assert count <= 4 and seconds <= 2400.0
+    # Short utterances first, then hour-long ones: what has loaded bounds it, not a mean of
+    # the first lengths (at 3 s each, 16 hour-long recordings would have been queued): at most
+    # the 2 that started while under 1200 s had loaded, and the one the model holds.
+    count, seconds = _most_ahead([3.0] * 4 + [3600.0] * 30, max_items=16, max_seconds=1200.0)
+    assert count <= 6 and seconds <= 3 * 3600.0 + 4 * 3.0
+
+
+def test_a_failed_load_stops_the_job_and_the_loaders():
+    def load(item):
+        if item == 5:
+            raise RuntimeError("decoder crashed")
+        return item, None, 1.0
+
+    prefetch = engine._Prefetch(load, range(1000), 2, 16, 1e9)
+    taken = []
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        try:
+            for result in prefetch:
+                taken.append(result[0])
+        finally:
+            prefetch.close()
+    assert taken == [0, 1, 2, 3, 4]
+    assert prefetch._pool._shutdown
