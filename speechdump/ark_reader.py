@@ -9,7 +9,6 @@ a line pointing at the wrong offset is caught even when the bytes there happen t
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 import struct
@@ -35,17 +34,24 @@ def _view(buf, offset: int) -> Optional[np.ndarray]:
     if kind is None:
         return None
     dtype, header = kind
-    if offset + 5 + header.size > len(buf):
+    data = offset + 5 + header.size
+    if data > len(buf):
         raise ArkFormatError(f"record at byte {offset} runs past the end of the file")
     fields = header.unpack_from(buf, offset + 5)
-    markers, sizes = fields[0::2], fields[1::2]
-    if any(m != 4 for m in markers) or min(sizes) < 0:
-        return None
-    count = math.prod(sizes)
-    data = offset + 5 + header.size
+    if len(fields) == 2:  # vectors, most records of a merge: no shape to build
+        marker, count = fields
+        if marker != 4 or count < 0:
+            return None
+        shape = None
+    else:
+        marker, rows, marker2, cols = fields
+        if marker != 4 or marker2 != 4 or rows < 0 or cols < 0:
+            return None
+        count, shape = rows * cols, (rows, cols)
     if data + count * dtype.itemsize > len(buf):
         raise ArkFormatError(f"record at byte {offset} runs past the end of the file")
-    return np.frombuffer(buf, dtype, count, data).reshape(sizes)
+    array = np.frombuffer(buf, dtype, count, data)
+    return array if shape is None else array.reshape(shape)
 
 
 def read_scp_arrays(scp_path: str) -> Iterator[Tuple[str, np.ndarray]]:

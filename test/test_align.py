@@ -47,6 +47,18 @@ def test_validate_names_what_does_not_line_up(tmp_path, arrays, reference, messa
         validate_scp(_scp(tmp_path, arrays), reference)
 
 
+@pytest.mark.parametrize("bad", [0, 3, 4095, 4096, 6999])
+def test_validate_names_the_first_array_that_is_not_finite(tmp_path, bad):
+    # Checked a chunk of 4096 at a time: the id named is still the first bad one, in any chunk,
+    # and before a later shape error in the same chunk.
+    arrays = {f"u{i:05d}": np.full(4, i, np.float32) for i in range(7000)}
+    arrays[f"u{bad:05d}"][2] = np.inf if bad % 2 else np.nan
+    if bad < 6999:
+        arrays[f"u{bad + 1:05d}"] = np.ones(5, np.float32)
+    with pytest.raises(AlignmentError, match=f"'u{bad:05d}' holds NaN or Inf"):
+        validate_scp(_scp(tmp_path, arrays), list(arrays))
+
+
 def test_validate_finds_duplicate_lines(tmp_path):
     scp = _scp(tmp_path, {"a": np.ones(3, np.float32)})
     with open(scp, "a") as f:
