@@ -216,11 +216,13 @@ def downmix(samples: np.ndarray) -> np.ndarray:
 
     Summed channel by channel, as numpy sums so few terms; its reduction along the short
     interleaved axis takes 6 ns a sample, as long as decoding the file."""
-    mono = samples[:, 0].copy()
-    for channel in range(1, samples.shape[1]):
+    channels = samples.shape[1]
+    if channels == 1:
+        return samples[:, 0]
+    mono = samples[:, 0] + samples[:, 1]
+    for channel in range(2, channels):
         mono += samples[:, channel]
-    if samples.shape[1] > 1:
-        mono /= samples.shape[1]
+    mono /= channels
     return mono
 
 
