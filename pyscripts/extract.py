@@ -37,6 +37,23 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
+def describe_device(device: str) -> str:
+    """``device`` as the job's log should name it: which GPU it got (``cuda:0`` under
+    CUDA_VISIBLE_DEVICES=3 is the machine's GPU 3). Raises ValueError where there is none."""
+    if not device.startswith("cuda"):
+        return device
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is visible to this job "
+                         f"(CUDA_VISIBLE_DEVICES={visible})")
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this job sees {torch.cuda.device_count()} CUDA "
+                         f"device(s) (CUDA_VISIBLE_DEVICES={visible})")
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA_VISIBLE_DEVICES={visible})"
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--toolkit", default="resemblyzer", choices=available())
@@ -87,10 +104,13 @@ def main(argv=None) -> int:
     extractor_options = {k: getattr(args, k) for k in EXTRACTOR_OPTIONS
                          if getattr(args, k) is not None}
     try:
+        device = describe_device(args.device)
         extractor = load_extractor(args.toolkit, args.model, args.device, **extractor_options)
     except (TypeError, ValueError) as exc:
         print(f"ERROR: {args.toolkit}: {exc}", file=sys.stderr)
         return 1
+    logging.info("%s on %s, %d compute thread(s), %d loader thread(s)", args.toolkit, device,
+                 args.num_threads, args.num_workers)
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
                                    num_workers=args.num_workers, sort_window=args.sort_window,
                                    sort_window_seconds=args.sort_window_seconds,

@@ -256,3 +256,18 @@ def test_ids_and_paths_with_shell_syntax_in_the_data_dir_stay_text(tmp_path, sta
     keys = [k for k, _ in load(tmp_path / "out" / "resemblyzer.scp")]
     assert utt in keys
     assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()
+
+
+def test_a_device_that_is_not_there_fails_naming_it(tmp_path, stage_env):
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    proc = run_stage(["--device", "gpu", data, tmp_path / "bad"], stage_env, check=False)
+    assert proc.returncode == 1
+    assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in proc.stderr
+    # cuda:0 asks the launcher for no GPU: with none visible, every job says so, no traceback.
+    env = dict(stage_env, CUDA_VISIBLE_DEVICES="")
+    proc = run_stage(["--nj", 2, "--device", "cuda:0", data, tmp_path / "out"], env, check=False)
+    assert proc.returncode != 0
+    assert ("ERROR: resemblyzer: --device cuda:0: no CUDA device is visible to this job "
+            "(CUDA_VISIBLE_DEVICES=)") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "resemblyzer.scp").exists()

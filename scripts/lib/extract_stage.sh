@@ -21,6 +21,10 @@ extract_stage_prepare() {
             exit 1
         fi
     done
+    if ! [[ $device =~ ^(cpu|cuda|cuda:[0-9]+)$ ]]; then
+        log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"
+        exit 1
+    fi
     if ! "$python" -c "import speechdump" 2>/dev/null; then
         log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
         exit 1

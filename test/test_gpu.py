@@ -1,0 +1,109 @@
+"""On a CUDA device (skipped without one): the GPU paths give what the CPU paths give.
+
+On a GPU the extractors batch padded utterances by default, and cuDNN's TF32 convolutions once
+made such batches differ from each utterance alone by 1e-2 of the hidden states' scale; these
+tests hold every GPU path to the CPU's float32 results, through the engine and the stage.
+"""
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import torchaudio
+from transformers import AutoFeatureExtractor, AutoModel
+
+import build_speechbrain_model
+import build_ssl_model
+from conftest import make_data_dir, run_feats_stage, run_stage
+from speechdump import engine
+from speechdump.audio import ResamplerCache
+from speechdump.extractors import load_extractor
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+SUBSET = {"arctic-aew-a0001", "arctic-aew-a0003", "ljspeech-lj-002-0020", "vctk-p225-003",
+          "vctk-p226-008", "vctk-p238-165", "jfk-inaugural1961"}  # 6 speakers, 4 rates
+
+
+def engine_outputs(extractor, utterances, batch_seconds):
+    out = {}
+    engine.run(utterances, extractor, out.__setitem__,
+               engine.EngineOptions(batch_seconds=batch_seconds, num_workers=2, progress=False))
+    return out
+
+
+def worst_relative(got: dict, expected: dict) -> float:
+    """Largest |difference| over all items, relative to each array's largest |value|."""
+    assert got.keys() == expected.keys()
+    return max(float(np.abs(got[k] - v).max() / np.abs(v).max()) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("source", [48000, 44100, 22050, 8000])
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_resampler_on_the_gpu_is_torchaudios(waves, source, dtype, atol):
+    wave = torch.from_numpy(waves["vctk-p225-003"]).to(dtype)
+    expected = torchaudio.functional.resample(wave, source, 16000, **ResamplerCache.FILTER)
+    got = ResamplerCache().resample(wave.cuda(), source, 16000)
+    assert got.device.type == "cuda" and got.dtype == dtype
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("kind, norm", [("hubert", "group"), ("wav2vec2", "layer")])
+def test_ssl_batches_on_the_gpu_match_the_model_alone_on_the_cpu(tmp_path, utterances, waves,
+                                                                  kind, norm):
+    path = str(build_ssl_model.build(tmp_path / kind, kind, norm))
+    net, fe = AutoModel.from_pretrained(path).eval(), AutoFeatureExtractor.from_pretrained(path)
+    reference = {}
+    with torch.inference_mode():
+        for utt, wave in waves.items():
+            states = net(**fe(wave, sampling_rate=16000, return_tensors="pt"),
+                         output_hidden_states=True).hidden_states
+            for n, state in enumerate(states):
+                reference[utt, n] = state[0].numpy()
+    extractor = load_extractor("ssl", path, device="cuda")
+    assert extractor.max_batch_size is None  # on a GPU, padded batches by default
+    for seconds in (1, 300):  # each utterance alone, then padded batches of many lengths
+        out = engine_outputs(extractor, utterances, seconds)
+        got = {(utt, n): out[utt][f"layer{n}"] for utt, n in reference}
+        worst = worst_relative(got, reference)
+        print(f"\n{kind}-{norm} on {torch.cuda.get_device_name()}, batch_seconds={seconds}: "
+              f"max abs difference to the CPU model alone / max |h| {worst:.1e}")
+        assert worst <= 1e-4  # TF32 gave 8e-3
+
+
+def test_speechbrain_batches_on_the_gpu_match_the_cpu(tmp_path, utterances):
+    path = str(build_speechbrain_model.build(tmp_path / "ecapa", "ecapa"))
+    cpu = load_extractor("speechbrain", path)
+    cpu.max_batch_size = None
+    expected = engine_outputs(cpu, utterances, 300)
+    gpu = load_extractor("speechbrain", path, device="cuda")
+    assert gpu.max_batch_size is None
+    got = engine_outputs(gpu, utterances, 300)
+    worst = worst_relative(got, expected)
+    print(f"\nECAPA on {torch.cuda.get_device_name()} against the CPU, both batched: "
+          f"max abs difference / max |v| {worst:.1e}")
+    assert worst <= 1e-4
+
+
+def test_stages_on_cuda_match_the_cpu(tmp_path, stage_env):
+    """--device cuda: run.pl gives each job a GPU of its own; the outputs are the CPU's."""
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    ecapa = build_speechbrain_model.build(tmp_path / "ecapa", "ecapa")
+    hubert = build_ssl_model.build(tmp_path / "hubert", "hubert", "group")
+    stages = {"speechbrain": (run_stage, ["--toolkit", "speechbrain", "--model", ecapa]),
+              "ssl": (run_feats_stage, ["--model", hubert, "--layers", "2"])}
+    for toolkit, (stage, args) in stages.items():
+        outputs = {}
+        for device, nj in (("cpu", 1), ("cuda", 2)):
+            out = tmp_path / f"{toolkit}_{device}"
+            stage(["--nj", nj, "--device", device, *args, data, out], stage_env)
+            scp = next(p for p in sorted(out.glob("*.scp")) if not p.name.startswith("spk_"))
+            outputs[device] = dict(kaldiio.load_scp_sequential(str(scp)))
+            if device == "cuda":
+                log = (out / "log" / "extract.1.log").read_text()
+                assert f"{toolkit} on cuda:0 ({torch.cuda.get_device_name(0)}" in log, log
+        assert sorted(outputs["cuda"]) == sorted(SUBSET)
+        worst = worst_relative(outputs["cuda"], outputs["cpu"])
+        print(f"\n{toolkit} stage, cuda --nj 2 against cpu --nj 1: max abs difference / "
+              f"max |v| {worst:.1e}")
+        assert worst <= 1e-4
