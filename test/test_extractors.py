@@ -30,3 +30,23 @@ def test_a_gpu_extractor_turns_tf32_off(tf32_flags):
     load_extractor("fbank", device="cuda:0")  # fbank keeps its work on the CPU: no GPU needed
     assert not torch.backends.cudnn.allow_tf32
     assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_tf32_stays_off_when_the_toolkit_turns_it_on(tf32_flags, monkeypatch):
+    # `import speechbrain` turns TF32 on, and extractors import their toolkit when they are
+    # built: a GPU stage's SpeechBrain embeddings depended on the batch by 6e-4 on an H200.
+    from speechbrain.utils.quirks import allow_tf32
+
+    from speechdump.extractors.kaldi_feats import FbankExtractor
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    build = FbankExtractor.__init__
+
+    def importing_speechbrain(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        allow_tf32()
+
+    monkeypatch.setattr(FbankExtractor, "__init__", importing_speechbrain)
+    load_extractor("fbank", device="cuda")
+    assert not torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32

@@ -35,9 +35,11 @@ def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu
     unknown = set(options) - set(inspect.signature(cls.__init__).parameters)
     if unknown:
         raise TypeError(f"{toolkit} takes no option {', '.join('--' + o for o in sorted(unknown))}")
+    extractor = cls(model=model or None, device=device, **options)
     if device.startswith("cuda"):
+        # After the toolkit's import: `import speechbrain` turns TF32 on (its "allow_tf32" quirk).
         exact_float32_on_gpu()
-    return cls(model=model or None, device=device, **options)
+    return extractor
 
 
 def exact_float32_on_gpu() -> None:
