@@ -41,30 +41,39 @@ def corpus(minutes: float):
     return [Utterance(f"{utt}-copy{c}", path) for c in range(copies) for utt, path in recordings]
 
 
-def sequential_resemblyzer(utterances, device):
+def sequential_resemblyzer(device):
+    """The loop over utterances, its model loaded (untimed, as the engine's extractor is)."""
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     encoder = VoiceEncoder(device=device, verbose=False)
-    out = {}
-    for utt in utterances:
-        samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
-        out[utt.utt_id] = encoder.embed_utterance(preprocess_wav(samples.mean(axis=1), rate))
-    return out
+
+    def loop(utterances):
+        out = {}
+        for utt in utterances:
+            samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
+            out[utt.utt_id] = encoder.embed_utterance(preprocess_wav(samples.mean(axis=1), rate))
+        return out
+    return loop
 
 
-def sequential_speechbrain(utterances, device, model):
+def sequential_speechbrain(device, model):
+    """The loop over utterances, its model loaded (untimed, as the engine's extractor is)."""
     from speechbrain.inference.speaker import EncoderClassifier
 
     classifier = EncoderClassifier.from_hparams(source=model, savedir=None,
                                                 run_opts={"device": device})
-    out = {}
-    for utt in utterances:
-        samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
-        wave = torch.from_numpy(samples.mean(axis=1))
-        wave = torchaudio.functional.resample(wave, rate, 16000)
-        with torch.inference_mode():
-            out[utt.utt_id] = classifier.encode_batch(wave[None].to(device)).squeeze().cpu().numpy()
-    return out
+
+    def loop(utterances):
+        out = {}
+        for utt in utterances:
+            samples, rate = soundfile.read(utt.source, dtype="float32", always_2d=True)
+            wave = torch.from_numpy(samples.mean(axis=1))
+            wave = torchaudio.functional.resample(wave, rate, 16000)
+            with torch.inference_mode():
+                out[utt.utt_id] = (classifier.encode_batch(wave[None].to(device))
+                                   .squeeze().cpu().numpy())
+        return out
+    return loop
 
 
 def build_speechbrain_ecapa(dest):
@@ -89,6 +98,9 @@ def main():
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch threads, the same for both loops")
+    p.add_argument("--warm_up_all", action="store_true",
+                   help="run both loops untimed over the whole corpus first (default: 3 "
+                        "utterances); on a GPU each new input shape costs a kernel choice")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,16 +112,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for toolkit in args.toolkits.split(","):
             model = build_speechbrain_ecapa(Path(tmp) / "ecapa") if toolkit == "speechbrain" else None
-            if toolkit == "speechbrain":
-                sequential = lambda utts: sequential_speechbrain(utts, args.device, str(model))
-            else:
-                sequential = lambda utts: sequential_resemblyzer(utts, args.device)
             extractor = load_extractor(toolkit, str(model) if model else None, args.device)
+            if toolkit == "speechbrain":
+                sequential = sequential_speechbrain(args.device, str(model))
+            else:
+                sequential = sequential_resemblyzer(args.device)
             batched = {}
             options = engine.EngineOptions(batch_seconds=args.batch_seconds,
                                            batch_size=args.batch_size,
                                            num_workers=args.num_workers, progress=False)
-            warm_up = utterances[:3]  # one-time costs (JIT, kernels, model load) stay untimed
+            # One-time costs (JIT, kernel choices per input shape) stay untimed.
+            warm_up = utterances if args.warm_up_all else utterances[:3]
             sequential(warm_up)
             engine.run(warm_up, extractor, lambda *_: None, options)
             stats, engine_wall = timed(lambda: engine.run(utterances, extractor,
