@@ -21,6 +21,7 @@ import numpy as np
 
 from speechdump.align import AlignmentError, align, merge_scps, require_complete
 from speechdump.data import atomic_path, write_table
+from speechdump.device import describe_device
 from speechdump.storage import ArkScpWriter
 from speechdump.tokens import (TokenError, assign_utterances, check_tokens, iter_features,
                                load_model, num_frames, read_scp_table, usage_stats)
@@ -59,8 +60,10 @@ def run_job(args) -> None:
     import torch  # only a job with work to do pays for it
 
     torch.set_num_threads(args.num_threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TokenError(f"--device {args.device}: CUDA is not available to this job")
+    try:
+        device = describe_device(args.device)
+    except ValueError as exc:
+        raise TokenError(str(exc)) from None
     for stale in (names["scp"], names["info"], names["txt"]):
         if os.path.exists(stale):
             os.remove(stale)
@@ -97,7 +100,7 @@ def run_job(args) -> None:
     writer.commit()  # the scp appears last: the job is complete
     wall = time.time() - start
     logging.info("job %d: %d utterances, %d frames in %.1f s (%.0f frames/s) on %s", args.job,
-                 len(keys), frames, wall, frames / max(wall, 1e-9), args.device)
+                 len(keys), frames, wall, frames / max(wall, 1e-9), device)
 
 
 def merge(args) -> None:

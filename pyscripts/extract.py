@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from speechdump import engine
 from speechdump.audio import UtteranceError
 from speechdump.data import read_utterances
+from speechdump.device import describe_device
 from speechdump.extractors import available, load_extractor
 from speechdump.job import is_done, run_job
 from speechdump.storage import WriteError
@@ -35,23 +36,6 @@ def str2bool(value: str) -> bool:
     if value.lower() in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
-
-
-def describe_device(device: str) -> str:
-    """``device`` as the job's log should name it: which GPU it got (``cuda:0`` under
-    CUDA_VISIBLE_DEVICES=3 is the machine's GPU 3). Raises ValueError where there is none."""
-    if not device.startswith("cuda"):
-        return device
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is visible to this job "
-                         f"(CUDA_VISIBLE_DEVICES={visible})")
-    index = torch.device(device).index
-    index = torch.cuda.current_device() if index is None else index
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: this job sees {torch.cuda.device_count()} CUDA "
-                         f"device(s) (CUDA_VISIBLE_DEVICES={visible})")
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA_VISIBLE_DEVICES={visible})"
 
 
 def get_parser() -> argparse.ArgumentParser:

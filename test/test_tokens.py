@@ -215,3 +215,13 @@ def test_missing_inputs_fail_naming_them(tmp_path, feats, stage_env):
     proc = run_script("learn_kmeans.sh", ["--n_clusters", 100000, feats[0], tmp_path / "km"],
                       stage_env, check=False)
     assert proc.returncode != 0 and "training frames for 100000 clusters" in proc.stderr
+
+
+def test_a_gpu_that_is_not_there_fails_naming_it(tmp_path, feats, models, stage_env):
+    env = dict(stage_env, CUDA_VISIBLE_DEVICES="")
+    proc = run_script("dump_tokens.sh", ["--nj", 2, "--device", "cuda:0", feats[0],
+                                         models[0] / "a", tmp_path / "out"], env, check=False)
+    assert proc.returncode != 0
+    assert ("--device cuda:0: no CUDA device is visible to this job (CUDA_VISIBLE_DEVICES=)"
+            in proc.stderr)
+    assert not (tmp_path / "out" / "tokens").exists()
