@@ -263,10 +263,11 @@ def test_model_argument(models, tmp_path):
         load_extractor("rawnet", str(tmp_path))
 
 
-def test_loading_never_downloads_nltk_data(models, tmp_path):
+def test_loading_leaves_the_text_front_ends_unloaded_until_used(models, tmp_path):
     # ESPnet's import pulls in g2p_en, whose own import calls nltk.download for tagger and
-    # dictionary data it lacks. On an offline node whose network drops packets, every job
-    # would wait there for the TCP timeout; speaker models never use that data.
+    # dictionary data it lacks (on an offline node whose network drops packets, every job
+    # would wait there for the TCP timeout), and tacotron_cleaner, whose inflect takes 2 s.
+    # Speaker models use neither; text cleaning and g2p still work when used afterwards.
     script = "\n".join([
         "import sys, nltk",
         f"nltk.data.path[:] = [{str(tmp_path)!r}]  # a node without the data",
@@ -276,7 +277,17 @@ def test_loading_never_downloads_nltk_data(models, tmp_path):
         "import numpy as np",
         "wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32)",
         "print('embedding', extractor.forward([extractor.prepare(wave)])[0].shape)",
+        "print('loaded', sorted({'g2p_en', 'inflect', 'tacotron_cleaner'} & set(sys.modules)))",
+        "from espnet2.text.cleaner import TextCleaner",
+        "print(TextCleaner('tacotron')('Mr. Smith paid 123.'))",
+        "nltk.download = lambda *args, **kwargs: False",
+        "import g2p_en.g2p  # a later import gets the real module",
+        "import espnet2.text.phoneme_tokenizer as tokenizer",
+        "print('same G2p', tokenizer.g2p_en.G2p is g2p_en.g2p.G2p)",
     ])
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "embedding (" in result.stdout
+    assert "loaded []" in result.stdout
+    assert "MISTER SMITH PAID ONE HUNDRED TWENTY THREE." in result.stdout
+    assert "same G2p True" in result.stdout

@@ -36,7 +36,10 @@ only utterances of identical length, and ``rawnet`` batches fixed-length crops.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 from typing import List, Optional
 
@@ -87,22 +90,61 @@ def _model_files(path: Path) -> dict:
                      "with meta.yaml")
 
 
-def _import_speech2embedding():
-    """``espnet2.bin.spk_inference.Speech2Embedding``, imported without network access.
+# Text front-ends that ESPnet's tokenizers and cleaners import at the top and use only on text.
+# Loading them took 2.7 s (g2p_en, nltk) and 2 s (inflect, through tacotron_cleaner) of every
+# job's start, and g2p_en's import calls nltk.download for data it lacks: on an offline node
+# whose network drops packets, each call waits for the TCP timeout.
+_TEXT_MODULES = ("g2p_en", "tacotron_cleaner", "tacotron_cleaner.cleaners")
 
-    The import pulls in ESPnet's text tokenizers and so g2p_en, whose own import calls
-    ``nltk.download`` for tagger and dictionary data it lacks. Speaker models never use that
-    data; on an offline node whose network drops packets, each call would wait for the TCP
-    timeout, in every job.
+
+class _LoadOnFirstUse(types.ModuleType):
+    """Stands in for a module: imports the real one when a name is first read from it.
+
+    A package's stand-in carries its spec, file and path, so probes do not load it:
+    transformers calls ``find_spec`` on optional packages, and ``inspect.getmodule``, which
+    torch calls while registering operators, reads ``__file__`` of every module.
     """
-    import nltk
 
-    download = nltk.download
-    nltk.download = lambda *args, **kwargs: False  # what nltk.download returns when it fails
+    def __init__(self, name: str, spec=None):
+        super().__init__(name)
+        if spec is not None:
+            self.__spec__, self.__loader__, self.__file__ = spec, spec.loader, spec.origin
+            self.__package__ = spec.parent
+            if spec.submodule_search_locations is not None:
+                self.__path__ = spec.submodule_search_locations
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def _import_speech2embedding():
+    """``espnet2.bin.spk_inference.Speech2Embedding``, with the text front-ends standing in.
+
+    Speaker models never tokenize or clean text; should anything do so later, the modules
+    load then. A later ``import`` of them gets the real modules.
+    """
+    stand_ins = {}
+    for name in _TEXT_MODULES:
+        parent = name.rpartition(".")[0]
+        if name in sys.modules or (parent and parent not in stand_ins):
+            continue
+        # find_spec of a package does not run it; a submodule's stand-in needs no spec.
+        spec = None if parent else importlib.util.find_spec(name)
+        if spec is None and not parent:
+            continue  # not installed: ESPnet's import says what it needs
+        stand_ins[name] = sys.modules[name] = _LoadOnFirstUse(name, spec)
     try:
         from espnet2.bin.spk_inference import Speech2Embedding
     finally:
-        nltk.download = download
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
     return Speech2Embedding
 
 
