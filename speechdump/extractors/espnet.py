@@ -133,12 +133,11 @@ def _import_speech2embedding():
     for name in _TEXT_MODULES:
         parent = name.rpartition(".")[0]
         if name in sys.modules or (parent and parent not in stand_ins):
-            continue
-        # find_spec of a package does not run it; a submodule's stand-in needs no spec.
+            continue  # loaded already, or under a package that is
+        # A package's spec (finding it does not run it); a submodule's stand-in needs none.
         spec = None if parent else importlib.util.find_spec(name)
-        if spec is None and not parent:
-            continue  # not installed: ESPnet's import says what it needs
-        stand_ins[name] = sys.modules[name] = _LoadOnFirstUse(name, spec)
+        if parent or spec is not None:  # a package not installed is left to ESPnet's import
+            stand_ins[name] = sys.modules[name] = _LoadOnFirstUse(name, spec)
     try:
         from espnet2.bin.spk_inference import Speech2Embedding
     finally:
