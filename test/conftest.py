@@ -73,6 +73,16 @@ def stage_env():
     return env
 
 
+def engine_outputs(extractor, utterances, batch_seconds=300.0) -> dict:
+    """{utt id: output} of every utterance through the engine (two loader threads, no bar)."""
+    from speechdump import engine
+
+    out = {}
+    engine.run(utterances, extractor, out.__setitem__,
+               engine.EngineOptions(batch_seconds=batch_seconds, num_workers=2, progress=False))
+    return out
+
+
 def run_stage(args, env, cwd=None, check=True, script="extract_spk_embed.sh", **kwargs):
     """Runs scripts/<script> (the speaker-embedding stage by default); returns the
     CompletedProcess (text, both streams). ``kwargs`` go to subprocess.run."""

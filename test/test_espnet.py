@@ -17,8 +17,7 @@ from espnet2.bin.spk_inference import Speech2Embedding
 from espnet2.train.preprocessor import SpkPreprocessor
 
 from build_espnet_model import build
-from conftest import SAMPLES
-from speechdump import engine
+from conftest import SAMPLES, engine_outputs
 from speechdump.audio import ResamplerCache, UtteranceError, load_audio
 from speechdump.data import Utterance
 from speechdump.extractors import load_extractor
@@ -30,13 +29,6 @@ RATE = 16000
 def cosine(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
-def run_engine(extractor, utterances, batch_seconds):
-    out = {}
-    engine.run(utterances, extractor, out.__setitem__,
-               engine.EngineOptions(batch_seconds=batch_seconds, num_workers=2, progress=False))
-    return out
 
 
 def spy_batches(monkeypatch, extractor):
@@ -111,7 +103,7 @@ def equal_length_segments():
 
 @pytest.fixture(scope="module")
 def espnet_batched(espnet, utterances):
-    return run_engine(espnet, utterances, 300)
+    return engine_outputs(espnet, utterances, 300)
 
 
 def test_model_files_load_completely(models):
@@ -126,7 +118,7 @@ def test_model_files_load_completely(models):
 @pytest.mark.parametrize("arch", ["ecapa_tdnn", "rawnet3"])
 def test_espnet_matches_speech2embedding(arch, espnet_by_arch, espnet_batched, models, waves,
                                          utterances):
-    batched = espnet_batched if arch == "ecapa_tdnn" else run_engine(
+    batched = espnet_batched if arch == "ecapa_tdnn" else engine_outputs(
         espnet_by_arch[arch], utterances, 300)
     s2e = speech2embedding(models[arch])
     reference = {utt: s2e(wave)[0].numpy() for utt, wave in waves.items()}
@@ -141,7 +133,7 @@ def test_espnet_batches_identical_lengths_together(espnet, models, monkeypatch):
     segment_waves = {u.utt_id: load_audio(u, RATE, resamplers) for u in segments}
     assert [len(w) for w in segment_waves.values()] == [32000, 32000, 32000, 40000]
     sizes = spy_batches(monkeypatch, espnet)
-    batched = run_engine(espnet, segments, 300)
+    batched = engine_outputs(espnet, segments, 300)
     assert sorted(sizes) == [1, 3]  # the three 2 s segments in one pass, the 2.5 s one alone
     s2e = speech2embedding(models["ecapa_tdnn"])
     compare("espnet equal-length batch vs Speech2Embedding", batched,
@@ -150,7 +142,7 @@ def test_espnet_batches_identical_lengths_together(espnet, models, monkeypatch):
 
 def test_espnet_batch_size_does_not_change_embeddings(espnet, espnet_batched, utterances):
     chosen = utterances[:6] + equal_length_segments()
-    runs = {seconds: run_engine(espnet, chosen, seconds) for seconds in (1, 30, 300)}
+    runs = {seconds: engine_outputs(espnet, chosen, seconds) for seconds in (1, 30, 300)}
     for seconds in (1, 30):
         for u in chosen:
             a, b = runs[seconds][u.utt_id], runs[300][u.utt_id]
@@ -174,7 +166,7 @@ def rawnet_run(rawnet, utterances):
     """Engine outputs with 300 s batches, and the number of utterances in each forward pass."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         sizes = spy_batches(monkeypatch, rawnet)
-        return run_engine(rawnet, utterances, 300), sizes
+        return engine_outputs(rawnet, utterances, 300), sizes
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +217,7 @@ def test_rawnet_crop_positions(rawnet, waves):
 def test_rawnet_batch_size_does_not_change_embeddings(rawnet, rawnet_batched, utterances):
     chosen = utterances[:8]
     for seconds in (1, 30):
-        run = run_engine(rawnet, chosen, seconds)
+        run = engine_outputs(rawnet, chosen, seconds)
         for u in chosen:
             np.testing.assert_allclose(run[u.utt_id], rawnet_batched[u.utt_id], atol=1e-5)
 
@@ -246,7 +238,7 @@ def test_speech_shorter_than_the_model_needs_is_refused(toolkit, espnet, rawnet,
     soundfile.write(path, samples[:800], rate)  # 0.05 s
     extractor = {"espnet": espnet, "rawnet": rawnet}[toolkit]
     with pytest.raises(UtteranceError, match="'blip'.*too short: 0.050 s"):
-        run_engine(extractor, [Utterance("blip", str(path))], 300)
+        engine_outputs(extractor, [Utterance("blip", str(path))], 300)
 
 
 def test_model_argument(models, tmp_path):

@@ -14,8 +14,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 
 import build_speechbrain_model
 import build_ssl_model
-from conftest import make_data_dir, run_feats_stage, run_stage
-from speechdump import engine
+from conftest import engine_outputs, make_data_dir, run_feats_stage, run_stage
 from speechdump.audio import ResamplerCache
 from speechdump.extractors import load_extractor
 
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 SUBSET = {"arctic-aew-a0001", "arctic-aew-a0003", "ljspeech-lj-002-0020", "vctk-p225-003",
           "vctk-p226-008", "vctk-p238-165", "jfk-inaugural1961"}  # 6 speakers, 4 rates
-
-
-def engine_outputs(extractor, utterances, batch_seconds):
-    out = {}
-    engine.run(utterances, extractor, out.__setitem__,
-               engine.EngineOptions(batch_seconds=batch_seconds, num_workers=2, progress=False))
-    return out
 
 
 def worst_relative(got: dict, expected: dict) -> float:

@@ -15,7 +15,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 from transformers.utils import logging as hf_logging
 
 from build_ssl_model import build
-from conftest import SAMPLES
+from conftest import SAMPLES, engine_outputs
 from speechdump import engine
 from speechdump.audio import UtteranceError
 from speechdump.data import Utterance, read_table
@@ -29,13 +29,6 @@ MODELS = [("hubert", "group"), ("wav2vec2", "layer"), ("wavlm", "group"), ("wavl
           ("data2vec", "layer")]
 RATE = 16000
 WINDOW, HOP = 2.0, 1.5  # seconds
-
-
-def engine_outputs(extractor, utterances, batch_seconds=300.0):
-    out = {}
-    engine.run(utterances, extractor, out.__setitem__,
-               engine.EngineOptions(batch_seconds=batch_seconds, num_workers=2, progress=False))
-    return out
 
 
 def batching(extractor):
