@@ -42,10 +42,10 @@ for opt in nj batch_frames num_threads; do
         exit 1
     fi
 done
-case $device in
-    cpu|cuda|cuda:[0-9]*) ;;
-    *) log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"; exit 1 ;;
-esac
+if ! [[ $device =~ ^(cpu|cuda|cuda:[0-9]+)$ ]]; then  # as the extraction stages check it
+    log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"
+    exit 1
+fi
 if ! "$python" -c "import speechdump" 2>/dev/null; then
     log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
     exit 1

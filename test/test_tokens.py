@@ -201,6 +201,10 @@ def test_usage_errors(tmp_path, feats, models, stage_env):
     proc = run_script("dump_tokens.sh", ["--nj", 0, feats[0], models[0] / "a", tmp_path / "o"],
                       stage_env, check=False)
     assert proc.returncode == 1 and "--nj must be a positive integer" in proc.stderr
+    proc = run_script("dump_tokens.sh", ["--device", "cuda:1x", feats[0], models[0] / "a",
+                                         tmp_path / "o"], stage_env, check=False)
+    assert proc.returncode == 1
+    assert "--device must be cpu, cuda or cuda:N, got 'cuda:1x'" in proc.stderr
 
 
 def test_missing_inputs_fail_naming_them(tmp_path, feats, stage_env):
