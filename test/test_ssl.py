@@ -20,6 +20,7 @@ from speechdump import engine
 from speechdump.audio import UtteranceError
 from speechdump.data import Utterance, read_table
 from speechdump.extractors import load_extractor
+from speechdump.extractors.ssl import _to_numpy
 from speechdump.job import run_job
 
 hf_logging.disable_progress_bar()
@@ -119,6 +120,25 @@ def test_batch_size_does_not_change_outputs(model, runs):
           f"relative to the layer's max |h| {worst_rel:.1e}")
     # Relative to each layer's scale, as a random-init model's scale is arbitrary.
     assert worst_rel <= 1e-5
+
+
+def test_outputs_cross_to_numpy_as_float32_arrays_of_their_own():
+    """A batch's outputs leave the device in one copy; each array keeps its item's values and
+    shape, and none shares memory with the model's tensors."""
+    hidden = torch.randn(3, 7, 4, dtype=torch.float16)  # a padded batch, half precision
+    items = [{"layer0": hidden[0, :5], "layer1": hidden[0, :5].mean(0)},
+             {"layer0": hidden[1, :7], "layer1": hidden[1, :7].mean(0)},
+             {"layer0": hidden[2, :2], "layer1": hidden[2, :2].mean(0)}]
+    outputs = _to_numpy(items)
+    for item, out in zip(items, outputs):
+        assert out.keys() == item.keys()
+        for name, tensor in item.items():
+            assert out[name].dtype == np.float32 and out[name].shape == tuple(tensor.shape)
+            np.testing.assert_array_equal(out[name], tensor.float().numpy())
+    outputs[0]["layer0"][:] = 0  # a writer that scribbles on its array changes nothing else
+    assert torch.count_nonzero(hidden[0, :5]) > 0
+    np.testing.assert_array_equal(outputs[1]["layer0"], hidden[1, :7].float().numpy())
+    assert _to_numpy([{}, {}]) == [{}, {}]
 
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
