@@ -123,8 +123,8 @@ def test_batch_size_does_not_change_outputs(model, runs):
 
 
 def test_outputs_cross_to_numpy_as_float32_arrays_of_their_own():
-    """A batch's outputs leave the device in one copy; each array keeps its item's values and
-    shape, and none shares memory with the model's tensors."""
+    """Outputs leave the device one item at a time; each array keeps its values and shape, and
+    none shares memory with the model's tensors or another item's arrays."""
     hidden = torch.randn(3, 7, 4, dtype=torch.float16)  # a padded batch, half precision
     items = [{"layer0": hidden[0, :5], "layer1": hidden[0, :5].mean(0)},
              {"layer0": hidden[1, :7], "layer1": hidden[1, :7].mean(0)},
@@ -138,6 +138,7 @@ def test_outputs_cross_to_numpy_as_float32_arrays_of_their_own():
     outputs[0]["layer0"][:] = 0  # a writer that scribbles on its array changes nothing else
     assert torch.count_nonzero(hidden[0, :5]) > 0
     np.testing.assert_array_equal(outputs[1]["layer0"], hidden[1, :7].float().numpy())
+    assert not np.shares_memory(outputs[0]["layer0"], outputs[1]["layer0"])
     assert _to_numpy([{}, {}]) == [{}, {}]
 
 
