@@ -260,8 +260,10 @@ def test_loading_leaves_the_text_front_ends_unloaded_until_used(models, tmp_path
     # dictionary data it lacks (on an offline node whose network drops packets, every job
     # would wait there for the TCP timeout), and tacotron_cleaner, whose inflect takes 2 s.
     # Speaker models use neither; text cleaning and g2p still work when used afterwards.
+    # ESPnet's functions are not instrumented with type checks (2.4 s at import), and
+    # typeguard's decorator instruments again afterwards.
     script = "\n".join([
-        "import sys, nltk",
+        "import sys, nltk, typeguard",
         f"nltk.data.path[:] = [{str(tmp_path)!r}]  # a node without the data",
         "nltk.download = lambda *args, **kwargs: sys.exit(f'nltk.download{args} was called')",
         "from speechdump.extractors import load_extractor",
@@ -270,6 +272,11 @@ def test_loading_leaves_the_text_front_ends_unloaded_until_used(models, tmp_path
         "wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32)",
         "print('embedding', extractor.forward([extractor.prepare(wave)])[0].shape)",
         "print('loaded', sorted({'g2p_en', 'inflect', 'tacotron_cleaner'} & set(sys.modules)))",
+        "from espnet2.train.preprocessor import CommonPreprocessor",
+        "def checks(f): return [n for n in f.__code__.co_names if 'check_argument' in n]",
+        "print('espnet checks', checks(CommonPreprocessor._speech_process))",
+        "def double(x: int) -> int: return 2 * x",
+        "print('later checks', checks(typeguard.typechecked(double)))",
         "from espnet2.text.cleaner import TextCleaner",
         "print(TextCleaner('tacotron')('Mr. Smith paid 123.'))",
         "nltk.download = lambda *args, **kwargs: False",
@@ -277,9 +284,13 @@ def test_loading_leaves_the_text_front_ends_unloaded_until_used(models, tmp_path
         "import espnet2.text.phoneme_tokenizer as tokenizer",
         "print('same G2p', tokenizer.g2p_en.G2p is g2p_en.g2p.G2p)",
     ])
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    (tmp_path / "load.py").write_text(script)  # a file: typeguard instruments from source
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py")], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "embedding (" in result.stdout
     assert "loaded []" in result.stdout
+    assert "espnet checks []" in result.stdout
+    assert "later checks ['check_argument_types_internal']" in result.stdout
     assert "MISTER SMITH PAID ONE HUNDRED TWENTY THREE." in result.stdout
     assert "same G2p True" in result.stdout

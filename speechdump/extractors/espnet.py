@@ -123,12 +123,25 @@ class _LoadOnFirstUse(types.ModuleType):
         return getattr(real, name)
 
 
+def _unchecked(target=None, **options):
+    """``typeguard.typechecked`` that checks nothing: the decorated function itself."""
+    return target if target is not None else _unchecked
+
+
 def _import_speech2embedding():
-    """``espnet2.bin.spk_inference.Speech2Embedding``, with the text front-ends standing in.
+    """``espnet2.bin.spk_inference.Speech2Embedding``, with the text front-ends standing in and
+    ESPnet's type checks left out.
 
     Speaker models never tokenize or clean text; should anything do so later, the modules
     load then. A later ``import`` of them gets the real modules.
+
+    ESPnet decorates its functions with typeguard's ``@typechecked``, which recompiles each
+    one from its source with argument checks added, at import: 2.4 s of a job's start for
+    checks of ESPnet's calls to itself. While ``espnet2`` is imported the decorator leaves
+    the functions as written; it is restored afterwards.
     """
+    import typeguard
+
     stand_ins = {}
     for name in _TEXT_MODULES:
         parent = name.rpartition(".")[0]
@@ -138,9 +151,11 @@ def _import_speech2embedding():
         spec = None if parent else importlib.util.find_spec(name)
         if parent or spec is not None:  # a package not installed is left to ESPnet's import
             stand_ins[name] = sys.modules[name] = _LoadOnFirstUse(name, spec)
+    typechecked, typeguard.typechecked = typeguard.typechecked, _unchecked
     try:
         from espnet2.bin.spk_inference import Speech2Embedding
     finally:
+        typeguard.typechecked = typechecked
         for name, module in stand_ins.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
