@@ -375,15 +375,13 @@ def _to_numpy(items: List[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray
 
     On a GPU, copying each tensor alone costs a transfer and a synchronisation per item and
     layer (13 x the batch size for all layers of a base model); here an item's layers are
-    packed on the device and cross together: 1.4-1.6x the engine's speed (bench/RESULTS.md).
+    packed on the device and cross together: 1.35-1.61x the engine's speed (bench/RESULTS.md).
     One copy per batch measured slower than one per tensor (probably because a buffer of tens
-    of MB is fresh memory every time, paid for in page faults). The arrays are views of a buffer per item, holding exactly its outputs (never
-    the padded batch or the layers not asked for)."""
+    of MB is fresh memory every time, paid for in page faults). The arrays are views of a
+    buffer per item holding exactly its outputs (never the padded batch or the layers not
+    asked for)."""
     outputs = []
     for item in items:
-        if not item:
-            outputs.append({})
-            continue
         flat = [t.detach().reshape(-1) for t in item.values()]
         host = torch.cat(flat).float().cpu().numpy()  # cat copies: nothing shares the model's
         ends = np.cumsum([t.numel() for t in flat])
