@@ -260,7 +260,7 @@ def test_loading_leaves_the_text_front_ends_unloaded_until_used(models, tmp_path
     # dictionary data it lacks (on an offline node whose network drops packets, every job
     # would wait there for the TCP timeout), and tacotron_cleaner, whose inflect takes 2 s.
     # Speaker models use neither; text cleaning and g2p still work when used afterwards.
-    # ESPnet's functions are not instrumented with type checks (2.4 s at import), and
+    # ESPnet's functions are not instrumented with type checks (2.7 s at import), and
     # typeguard's decorator instruments again afterwards.
     script = "\n".join([
         "import sys, nltk, typeguard",

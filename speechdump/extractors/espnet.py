@@ -136,7 +136,7 @@ def _import_speech2embedding():
     load then. A later ``import`` of them gets the real modules.
 
     ESPnet decorates its functions with typeguard's ``@typechecked``, which recompiles each
-    one from its source with argument checks added, at import: 2.4 s of a job's start for
+    one from its source with argument checks added, at import: 2.7 s of a job's start for
     checks of ESPnet's calls to itself. While ``espnet2`` is imported the decorator leaves
     the functions as written; it is restored afterwards.
     """
