@@ -7,13 +7,11 @@ on one thread over a scale corpus (bench/make_scale_corpus.sh), in seconds per 1
 
 import argparse
 import collections
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +21,7 @@ from resemblyzer import audio, hparams  # noqa: E402
 from speechdump.audio import ResamplerCache, downmix, read_samples  # noqa: E402
 from speechdump.data import read_utterances  # noqa: E402
 from speechdump.extractors import resemblyzer  # noqa: E402
+from scale import make_corpus  # noqa: E402  (bench/, this script's folder)
 
 
 def main():
@@ -31,9 +30,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([str(REPO / "bench" / "make_scale_corpus.sh"), str(args.utts), tmp],
-                       check=True, stdout=subprocess.DEVNULL)
-        utterances = read_utterances(f"{tmp}/wav.scp", f"{tmp}/segments")
+        data = make_corpus(args.utts, Path(tmp))
+        utterances = read_utterances(str(data / "wav.scp"), str(data / "segments"))
     resamplers, extractor = ResamplerCache(), resemblyzer.ResemblyzerExtractor()
     spent = collections.Counter()  # the job's steps
     inside = collections.Counter()  # parts of prepare, timed again on their own

@@ -21,10 +21,7 @@ Options:
   --nj <$nj> --cmd <$cmd> --device <$device> --batch_frames <$batch_frames>
   --num_threads <$num_threads> --python <$python>"
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
-}
+. "$root/scripts/lib/common.sh"
 
 . "$root/utils/parse_options.sh"
 if [ $# -ne 3 ]; then
@@ -42,14 +39,8 @@ for opt in nj batch_frames num_threads; do
         exit 1
     fi
 done
-if ! [[ $device =~ ^(cpu|cuda|cuda:[0-9]+)$ ]]; then  # as the extraction stages check it
-    log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"
-    exit 1
-fi
-if ! "$python" -c "import speechdump" 2>/dev/null; then
-    log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
-    exit 1
-fi
+require_device "$device"
+require_speechdump "$python"
 [ -f "$feats" ] || { log "ERROR: $feats is missing"; exit 1; }
 [ -d "$km" ] || { log "ERROR: $km is missing (no k-means model: run scripts/learn_kmeans.sh)"; exit 1; }
 for f in centers.npy kmeans.json; do

@@ -22,10 +22,7 @@ Options:
   --n_clusters <$n_clusters> --portion <$portion> --seed <$seed> --max_frames <$max_frames>
   --batch_size <$batch_size> --num_threads <$num_threads> --cmd <$cmd> --python <$python>"
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
-}
+. "$root/scripts/lib/common.sh"
 
 . "$root/utils/parse_options.sh"
 if [ $# -ne 2 ]; then
@@ -50,10 +47,7 @@ if ! awk -v p="$portion" 'BEGIN { exit !(p ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-
     log "ERROR: --portion must be in (0, 1], got '$portion'"
     exit 1
 fi
-if ! "$python" -c "import speechdump" 2>/dev/null; then
-    log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
-    exit 1
-fi
+require_speechdump "$python"
 [ -f "$feats_scp" ] || { log "ERROR: $feats_scp is missing"; exit 1; }
 [ -s "$feats_scp" ] || { log "ERROR: $feats_scp is empty"; exit 1; }
 

@@ -213,6 +213,22 @@ def test_usage_and_missing_inputs(tmp_path, stage_env):
     assert proc.returncode == 1 and f"{tmp_path}/nowhere/wav.scp is missing" in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["extract_spk_embed.sh", "extract_ssl_feats.sh",
+                                    "learn_kmeans.sh", "dump_tokens.sh"])
+def test_a_python_without_speechdump_is_refused_naming_it(tmp_path, stage_env, script):
+    python = tmp_path / "python"  # an interpreter whose `import speechdump` fails
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    data = make_data_dir(tmp_path / "data", keep=SHORT)
+    args = {"learn_kmeans.sh": [data / "wav.scp", tmp_path / "km"],
+            "dump_tokens.sh": [data / "wav.scp", tmp_path / "km", tmp_path / "out"]}
+    proc = run_stage(["--python", python, *args.get(script, [data, tmp_path / "out"])],
+                     stage_env, check=False, script=script)
+    assert proc.returncode == 1
+    assert f"'{python}' cannot import speechdump: source the recipe's path.sh" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "km").exists()
+
+
 def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
     recipe = REPO / "egs" / "sample_speakers" / "spk1"
     proc = subprocess.run(["./run.sh", "--nj", "2", "--datadir", str(tmp_path / "data"),

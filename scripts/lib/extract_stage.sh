@@ -4,10 +4,7 @@
 #   extract_stage_run <worker opts>  runs pyscripts/extract.py per job through $cmd
 #   extract_stage_merge <merge opts> merges, aligns with text and checks (pyscripts/merge_outputs.py)
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
-}
+. "$root/scripts/lib/common.sh"
 
 extract_stage_prepare() {
     export PATH="$root/utils:$PATH"
@@ -21,14 +18,8 @@ extract_stage_prepare() {
             exit 1
         fi
     done
-    if ! [[ $device =~ ^(cpu|cuda|cuda:[0-9]+)$ ]]; then
-        log "ERROR: --device must be cpu, cuda or cuda:N, got '$device'"
-        exit 1
-    fi
-    if ! "$python" -c "import speechdump" 2>/dev/null; then
-        log "ERROR: '$python' cannot import speechdump: source the recipe's path.sh (or make setup)"
-        exit 1
-    fi
+    require_device "$device"
+    require_speechdump "$python"
     local f
     for f in wav.scp utt2spk; do
         [ -f "$data/$f" ] || { log "ERROR: $data/$f is missing"; exit 1; }
