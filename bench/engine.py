@@ -35,7 +35,8 @@ SAMPLES = REPO / "samples" / "real_speech"
 
 def corpus(minutes: float):
     """The sample recordings repeated until they hold about ``minutes`` of audio."""
-    recordings = [(utt, str(SAMPLES / path)) for utt, path in read_table(SAMPLES / "wav.scp").items()]
+    recordings = [(utt, str(SAMPLES / path))
+                  for utt, path in read_table(SAMPLES / "wav.scp").items()]
     total = sum(float(d) for d in read_table(SAMPLES / "utt2dur").values())
     copies = max(1, math.ceil(minutes * 60 / total))
     return [Utterance(f"{utt}-copy{c}", path) for c in range(copies) for utt, path in recordings]
@@ -111,7 +112,8 @@ def main():
           f"num_workers {args.num_workers}")
     with tempfile.TemporaryDirectory() as tmp:
         for toolkit in args.toolkits.split(","):
-            model = build_speechbrain_ecapa(Path(tmp) / "ecapa") if toolkit == "speechbrain" else None
+            model = (build_speechbrain_ecapa(Path(tmp) / "ecapa")
+                     if toolkit == "speechbrain" else None)
             extractor = load_extractor(toolkit, str(model) if model else None, args.device)
             if toolkit == "speechbrain":
                 sequential = sequential_speechbrain(args.device, str(model))

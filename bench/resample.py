@@ -31,7 +31,8 @@ def main() -> None:
     samples, rate = soundfile.read(SPEECH, dtype="float32")
     speech = torch.from_numpy(samples.mean(axis=1))
     lengths = np.random.default_rng(0).uniform(1.0, 12.0, 200)
-    print(f"| source rate | torchaudio | speechdump | speed-up | max abs difference |\n|---|---|---|---|---|")
+    print("| source rate | torchaudio | speechdump | speed-up | max abs difference |\n"
+          "|---|---|---|---|---|")
     for source in (48000, 44100, 32000, 24000, 22050, 8000):
         long = torchaudio.functional.resample(torch.cat([speech, speech]), rate, source)
         waves = [long[:int(seconds * source)] for seconds in lengths]

@@ -33,7 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
 
-from speechdump.storage import ArkScpWriter  # noqa: E402
+from speechdump.kaldi_io import ArkScpWriter  # noqa: E402
+from speechdump.extractors.base import Stream  # noqa: E402
 
 STAGE = REPO / "scripts" / "extract_spk_embed.sh"
 SSL_STAGE = REPO / "scripts" / "extract_ssl_feats.sh"
@@ -116,7 +117,8 @@ def merge_million(args, work: Path) -> None:
         (split / f"utt2dur.{job}").write_text("".join(f"{k} 3.0000\n" for k in shard))
         (split / f"bad_utts.{job}").write_text("")
         (split / f"done.{job}").write_text(json.dumps(
-            {"config": {}, "streams": ["x"], "frame_level": False, "utterances": len(shard),
+            {"config": {}, "streams": [dict(Stream().to_record(), stem="x")],
+             "utterances": len(shard),
              "bad": 0, "audio_seconds": 3.0 * len(shard)}))
     text = work / "text"
     text.write_text("".join(f"{k} a b c\n" for k in keys))
@@ -178,7 +180,7 @@ def forward_only(toolkit: str, model: str, data: Path) -> Tuple[float, float]:
     torch.set_num_threads(1)
     options = engine.EngineOptions()
     extractor = load_extractor(toolkit, model or None, "cpu")
-    loader = engine._Loader(extractor)
+    loader = engine._Loader(extractor, options)
     utterances = read_utterances(str(data / "wav.scp"), str(data / "segments"))
     start = time.perf_counter()
     loaded = list(map(loader, utterances))
@@ -272,11 +274,11 @@ def window_memory(args, work: Path) -> None:
 
     data = long_corpus(args.utts, work / "data")
     model = str(build(work / "hubert", "hubert", "group", small=False))
-    print(f"\n| --sort_window_seconds | utterances | audio | job wall | job peak RSS |"
-          f"\n|---|---|---|---|---|")
+    print("\n| --sort_window_seconds | utterances | audio | job wall | job peak RSS |"
+          "\n|---|---|---|---|---|")
     for bound in args.bounds.split(","):
         run = run_stage(data, work / "out", "ssl", model, num_threads=args.num_threads,
-                        extra=["--layers", "all", "--sort_window_seconds", bound],
+                        extra=["--extractor_opts", "--layers all", "--sort_window_seconds", bound],
                         stage=SSL_STAGE)
         job = run["jobs"][0]
         print(f"| {bound} | {run['utts']} | {run['audio']:.0f} s | {job['seconds']:.1f} s | "

@@ -179,7 +179,7 @@ def main():
             diff = max(float(np.abs(batched_windows[k] - single_windows[k]).max())
                        for k in single_windows)
             window_rows.append((label, len(item.starts), loop_wall, win_wall, diff))
-            del model, extractor, windowed
+            model = extractor = windowed = None  # frees them before the next model loads
 
     print()
     print(f"Utterances ({rows[0][2]:.0f} s of audio): audio seconds per wall second; x = "

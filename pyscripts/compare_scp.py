@@ -24,7 +24,8 @@ def main(argv=None) -> int:
                   f"in {args.scp_b}", file=sys.stderr)
             return 1
         if np.shape(x) != np.shape(y):
-            print(f"compare_scp.py: '{key_a}': shape {np.shape(x)} vs {np.shape(y)}", file=sys.stderr)
+            print(f"compare_scp.py: '{key_a}': shape {np.shape(x)} vs {np.shape(y)}",
+                  file=sys.stderr)
             return 1
         diff = float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max(initial=0))
         if diff >= worst:
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
         count += 1
     leftover = next(a, None) or next(b, None)
     if leftover is not None:
-        print(f"compare_scp.py: the scps differ in length (from '{leftover[0]}' on)", file=sys.stderr)
+        print(f"compare_scp.py: the scps differ in length (from '{leftover[0]}' on)",
+              file=sys.stderr)
         return 1
     print(f"{count} entries, max abs difference {worst:.3g} (at {worst_key})")
     if worst > args.tolerance:

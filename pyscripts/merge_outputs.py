@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Merges the jobs of an extraction stage, aligns every stream with the data dir and checks it.
+"""Merges the jobs of a stage (extraction or tokens), aligns every stream with the reference
+ids and checks it.
 
-For each stream writes <out_dir>/<stream>.scp (reference order: text's, else the data dir's),
-plus utt2num_frames for frame-level streams (checked against the arks), utt2dur, dropped_utts
-and bad_utts; with --spk_means, spk_<tag>.{ark,scp} from utt2spk. Prints the stage summary.
+For each stream writes <out_dir>/<stream>.scp (in the order of --reference, else of --text,
+else of --source_ids), plus utt2num_frames for frame-level streams (checked against the arks),
+utt2dur where the jobs read audio, bad_utts, and dropped_utts with --source_ids; an integer
+token stream also gets its Kaldi text form <out_dir>/<stream> (``<utt> <t1> <t2> ...``); with
+--spk_means, spk_<tag>.{ark,scp} from utt2spk; with --kmeans, the token usage of that model.
+Refuses jobs that ran with different configs or streams. Writes, last, <out_dir>/meta.json:
+the stage's config and streams. Prints the stage summary.
 """
 
 import argparse
@@ -11,20 +16,30 @@ import os
 import sys
 import time
 
+import numpy as np
+
+from speechdump import cli
 from speechdump.align import AlignmentError, align, merge_scps, require_complete, validate_scp
-from speechdump.data import read_keys, read_table, write_table
-from speechdump.job import read_done
+from speechdump.data import atomic_path, read_keys, read_table, write_table
+from speechdump.errors import TokenError
+from speechdump.extractors.base import INT, TOKENS, Stream
+from speechdump.job import MERGED_RECORD, read_done, write_merged_record
+from speechdump.kaldi_io import read_scp_arrays, write_ark_scp
 from speechdump.speaker import SpeakerMeans
-from speechdump.storage import write_ark_scp
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tag", required=True)
     p.add_argument("--nj", type=int, required=True)
-    p.add_argument("--source_ids", required=True,
-                   help="the data dir's utterance list (segments or wav.scp)")
-    p.add_argument("--text", default=None, help="reference ids and order; else source_ids")
+    p.add_argument("--source_ids", default=None,
+                   help="the data dir's utterance list (segments or wav.scp): its ids not in "
+                        "the reference are listed in dropped_utts")
+    p.add_argument("--text", default=None, help="the data dir's text: the reference ids and "
+                                                "order, unless --reference")
+    p.add_argument("--reference", default=None,
+                   help="an scp or text whose ids (first field) and order the outputs follow, "
+                        "e.g. the feats.scp tokens are made of")
     p.add_argument("--utt2spk", default=None, help="speaker count in the summary; --spk_means")
     p.add_argument("--spk_means", choices=["true", "false"], default="false",
                    help="write spk_<tag>.{ark,scp}: the mean vector of each speaker")
@@ -32,6 +47,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="L2-normalise utterance vectors before averaging them")
     p.add_argument("--spk_norm", choices=["true", "false"], default="true",
                    help="L2-normalise each speaker's mean vector")
+    p.add_argument("--kmeans", default=None, metavar="KM_DIR",
+                   help="the token streams are k-means tokens of the model in KM_DIR: checks "
+                        "that the jobs used its centers and prints the token usage")
     p.add_argument("--start_time", type=float, default=None, help="stage start (epoch seconds)")
     p.add_argument("split_dir")
     p.add_argument("out_dir")
@@ -49,8 +67,16 @@ def job_records(split_dir: str, nj: int) -> list:
         raise AlignmentError(f"jobs {', '.join(unfinished)} of {nj} did not finish "
                              f"(no done.<job> in {split_dir})")
     records = [read_done(split_dir, job) for job in range(1, nj + 1)]
-    if any(r["streams"] != records[0]["streams"] for r in records):
+    if any(r.get("streams") != records[0].get("streams") for r in records):
         raise AlignmentError(f"the jobs in {split_dir} wrote different streams")
+    first = records[0].get("config", {})
+    for job, record in enumerate(records[1:], 2):
+        config = record.get("config", {})
+        if config != first:
+            differ = sorted(k for k in first.keys() | config.keys()
+                            if first.get(k) != config.get(k))
+            raise AlignmentError(f"job {job} in {split_dir} ran with another config than job 1 "
+                                 f"({', '.join(differ)} differ): rerun the stage")
     return records
 
 
@@ -63,6 +89,33 @@ def merged_table(split_dir: str, name: str, nj: int) -> dict:
     return table
 
 
+def job_streams(record: dict) -> dict:
+    """A job record's streams: file stem -> Stream."""
+    if not all(isinstance(s, dict) for s in record.get("streams", ())):
+        raise AlignmentError("the job records predate typed streams: rerun the stage after "
+                             "removing its split<N> directory")
+    return {s["stem"]: Stream.from_record({k: v for k, v in s.items() if k != "stem"})
+            for s in record["streams"]}
+
+
+def chain(callbacks: list):
+    """One callback that calls each of ``callbacks`` in turn; None when there is none."""
+    if not callbacks:
+        return None
+
+    def each(key: str, array: np.ndarray) -> None:
+        for callback in callbacks:
+            callback(key, array)
+    return each
+
+
+def write_token_text(scp_path: str, text_path: str) -> None:
+    """The Kaldi text form of an int token scp: ``<utt> <t1> <t2> ...`` per line, same order."""
+    with atomic_path(text_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for key, tokens in read_scp_arrays(scp_path):
+            f.write(" ".join([key, *map(str, tokens.reshape(-1).tolist())]) + "\n")
+
+
 def write_speaker_means(args, means: dict) -> None:
     prefix = os.path.join(args.out_dir, f"spk_{args.tag}")
     write_ark_scp(prefix + ".ark", prefix + ".scp", means)
@@ -72,17 +125,49 @@ def write_speaker_means(args, means: dict) -> None:
           f"{'L2-normalised ' if args.utt_norm == 'true' else ''}utterance vectors)")
 
 
+def token_usage(args, records: list, streams: dict) -> dict:
+    """With --kmeans: stream stem -> TokenUsage of each token stream, after checking that every
+    job used the model's centers (job_records has checked that they agree)."""
+    if not args.kmeans:
+        return {}
+    from speechdump.tokens import TokenUsage, load_model
+
+    model = load_model(args.kmeans)
+    if records[0].get("config", {}).get("centers_sha1") != model.settings["centers_sha1"]:
+        raise TokenError(f"the jobs in {args.split_dir} were not made with the centers of "
+                         f"{args.kmeans}")
+    usage = {stem: TokenUsage(os.path.join(args.out_dir, f"{stem}.scp"), model.n_clusters)
+             for stem, info in streams.items() if info.kind == INT and info.shape == TOKENS}
+    if not usage:
+        raise TokenError(f"--kmeans {args.kmeans}: the jobs in {args.split_dir} wrote no token "
+                         "stream")
+    return usage
+
+
 def merge(args) -> None:
     records = job_records(args.split_dir, args.nj)
-    streams, frame_level = records[0]["streams"], records[0]["frame_level"]
+    streams = job_streams(records[0])
+    frame_level = any(s.frame_level for s in streams.values())
     bad = merged_table(args.split_dir, "bad_utts", args.nj)
+    # Jobs that read audio say how much; token jobs read features only.
+    has_audio = any(os.path.exists(os.path.join(args.split_dir, f"utt2dur.{job}"))
+                    for job in range(1, args.nj + 1))
     durations = {k: float(v) for k, v in merged_table(args.split_dir, "utt2dur", args.nj).items()}
+    usage = token_usage(args, records, streams)
+    meta = os.path.join(args.out_dir, MERGED_RECORD)
+    if os.path.exists(meta):
+        os.remove(meta)  # describes the outputs about to be replaced
 
-    source = read_keys(args.source_ids)
-    reference = read_keys(args.text) if args.text else source
+    reference_path = args.reference or args.text or args.source_ids
+    if reference_path is None:
+        raise AlignmentError("merge_outputs.py needs --reference, --text or --source_ids")
+    reference = read_keys(reference_path)
     ref_set = set(reference)
-    dropped = [utt for utt in source if utt not in ref_set]
-    write_table(os.path.join(args.out_dir, "dropped_utts"), ((u, "not in text") for u in dropped))
+    dropped = []
+    if args.source_ids:
+        dropped = [utt for utt in read_keys(args.source_ids) if utt not in ref_set]
+        write_table(os.path.join(args.out_dir, "dropped_utts"),
+                    ((u, f"not in {os.path.basename(reference_path)}") for u in dropped))
     write_table(os.path.join(args.out_dir, "bad_utts"), sorted(bad.items()))
 
     frames = merged_table(args.split_dir, "utt2num_frames", args.nj) if frame_level else None
@@ -93,7 +178,7 @@ def merge(args) -> None:
             raise AlignmentError("speaker means need a single stream")
         means = SpeakerMeans(utt2spk, normalize_utts=args.utt_norm == "true")
     kept = None
-    for stream in streams:
+    for stream, info in streams.items():
         entries = merge_scps(os.path.join(args.split_dir, f"{stream}.{job}.scp")
                              for job in range(1, args.nj + 1))
         alignment = align(entries, reference)
@@ -108,12 +193,26 @@ def merge(args) -> None:
             missing = [key for key in kept if key not in utt2spk]
             if missing:
                 raise AlignmentError(f"ids missing from {args.utt2spk}: {listing(missing)}")
-        # The speaker sums take the vectors as they are checked: the arks are read once.
-        shape = validate_scp(out_scp, kept, num_frames=frames,
-                             each=means.add if means is not None else None)
-        print(f"{out_scp}: {len(kept)} {'matrices' if frame_level else 'vectors'} of "
-              f"dimension {shape[-1]}")
-    write_table(os.path.join(args.out_dir, "utt2dur"), ((k, f"{durations[k]:.3f}") for k in kept))
+        # The speaker sums and token counts take the arrays as they are checked: the arks are
+        # read once.
+        callbacks = [c.add for c in (means, usage.get(stream)) if c is not None]
+        try:
+            shape = validate_scp(out_scp, kept, num_frames=frames, each=chain(callbacks),
+                                 dtype=np.int32 if info.kind == INT else None)
+        except BaseException:
+            os.remove(out_scp)  # an scp in the out dir has passed the checks
+            raise
+        what = {TOKENS: "token sequences"}.get(info.shape, "matrices" if info.frame_level
+                                               else "vectors")
+        print(f"{out_scp}: {len(kept)} {'int32 ' if info.kind == INT else ''}{what}"
+              + (f" of dimension {shape[-1]}" if shape else ""))
+        if info.kind == INT and info.shape == TOKENS and not shape:
+            text_path = os.path.join(args.out_dir, stream)
+            write_token_text(out_scp, text_path)
+            print(f"{text_path}: the same tokens as Kaldi text")
+    if has_audio:
+        write_table(os.path.join(args.out_dir, "utt2dur"),
+                    ((k, f"{durations[k]:.3f}") for k in kept))
     if frame_level:
         write_table(os.path.join(args.out_dir, "utt2num_frames"), ((k, frames[k]) for k in kept))
 
@@ -121,28 +220,32 @@ def merge(args) -> None:
     if means is not None:
         write_speaker_means(args, means.means(normalize=args.spk_norm == "true"))
 
-    seconds = sum(durations[k] for k in kept)
     wall = time.time() - args.start_time if args.start_time else float("nan")
-    print(f"{args.tag}: {len(kept)} utterances, {speakers} speakers, {seconds / 3600:.3f} h of "
-          f"audio ({seconds:.1f} s) in {wall:.1f} s wall time "
-          f"({seconds / wall:.1f} s of audio per second)")
+    if has_audio:
+        seconds = sum(durations[k] for k in kept)
+        print(f"{args.tag}: {len(kept)} utterances, {speakers} speakers, {seconds / 3600:.3f} h "
+              f"of audio ({seconds:.1f} s) in {wall:.1f} s wall time "
+              f"({seconds / wall:.1f} s of audio per second)")
+    elif not usage:
+        print(f"{args.tag}: {len(kept)} utterances in {wall:.1f} s wall time")
+    for stem, counts in usage.items():
+        what = f"{os.path.join(args.out_dir, stem)} and {counts.scp_path}"
+        print("\n".join(counts.summary(what, args.kmeans, wall)))
     if dropped:
-        print(f"dropped {len(dropped)} ids not in {args.text}: {listing(dropped)} "
+        print(f"dropped {len(dropped)} ids not in {reference_path}: {listing(dropped)} "
               f"(list in {args.out_dir}/dropped_utts)")
     if bad:
         print(f"skipped {len(bad)} bad utterances: {listing(sorted(bad))} "
               f"(reasons in {args.out_dir}/bad_utts)")
+    write_merged_record(args.out_dir, {"tag": args.tag, "config": records[0].get("config", {}),
+                                       "streams": records[0]["streams"], "jobs": args.nj,
+                                       "utterances": len(kept), "bad": len(bad)})
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        merge(args)
-    except AlignmentError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 1
+    merge(get_parser().parse_args(argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

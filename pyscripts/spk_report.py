@@ -4,14 +4,26 @@
 
 import argparse
 import os
+import sys
 
 import kaldiio
 
+from speechdump import cli
 from speechdump.data import read_table
+from speechdump.errors import SpeechdumpError
 from speechdump.report import plot, summarize
 
 
-def main(argv=None) -> None:
+def require_inputs(args: argparse.Namespace) -> None:
+    """A missing input is an error naming it and what writes it."""
+    for path, writer in ((args.utt_scp, "scripts/extract_spk_embed.sh: run stage 3 first"),
+                         (args.spk_scp, "scripts/extract_spk_embed.sh: run stage 3 first"),
+                         (args.utt2spk, "the data dir's: run stages 1 and 2 first")):
+        if not os.path.isfile(path):
+            raise SpeechdumpError(f"{path} does not exist (it is written by {writer})")
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--projection", choices=["tsne", "pca"], default="tsne")
     p.add_argument("--title", default=None)
@@ -20,10 +32,17 @@ def main(argv=None) -> None:
     p.add_argument("utt2spk")
     p.add_argument("out", help="writes <out>.png and <out>.txt")
     args = p.parse_args(argv)
+    require_inputs(args)
 
     vectors = dict(kaldiio.load_scp_sequential(args.utt_scp))
     speakers = dict(kaldiio.load_scp_sequential(args.spk_scp))
     utt2spk = read_table(args.utt2spk)
+    if not vectors:
+        raise SpeechdumpError(f"{args.utt_scp} holds no vectors")
+    unknown = [utt for utt in vectors if utt not in utt2spk]
+    if unknown:
+        raise SpeechdumpError(f"{len(unknown)} utterances of {args.utt_scp} are not in "
+                              f"{args.utt2spk}: {' '.join(unknown[:10])}")
     report = summarize(vectors, utt2spk)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".txt", "w", encoding="utf-8") as f:
@@ -32,7 +51,8 @@ def main(argv=None) -> None:
          args.projection)
     print(report.text())
     print(f"report: {args.out}.png {args.out}.txt")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

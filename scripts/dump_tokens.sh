@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Discrete speech tokens: the nearest k-means center (scripts/learn_kmeans.sh) of every frame of a
 # feats.scp. Splits the scp into jobs run through --cmd, merges them in the order of the scp and
-# checks the result. Rerunnable: finished jobs are skipped.
+# checks the result, on the extraction stages' machinery: one stage per out dir at a time (a
+# lock), SIGTERM/SIGINT stop the jobs, a failed job's reason on the console, job records
+# (split<N>/done.<n>) that a rerun reuses: finished jobs are skipped.
 set -euo pipefail
 stage_start=$(date +%s.%N)
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,8 +17,9 @@ num_threads=1        # torch threads per job: nj x num_threads should not exceed
 python=python3
 
 help_message="Usage: $0 [options] <feats_scp> <km_dir> <out_dir>
-Writes <out_dir>/tokens (Kaldi text: <utt> <t1> <t2> ...), <out_dir>/tokens.scp (int32 vectors)
-and <out_dir>/utt2num_frames, in the order of <feats_scp>: one token in [0, K) per frame.
+Writes <out_dir>/tokens (Kaldi text: <utt> <t1> <t2> ...), <out_dir>/tokens.scp (int32 vectors),
+<out_dir>/utt2num_frames and <out_dir>/meta.json, in the order of <feats_scp>: one token in
+[0, K) per frame.
 Options:
   --nj <$nj> --cmd <$cmd> --device <$device> --batch_frames <$batch_frames>
   --num_threads <$num_threads> --python <$python>"
@@ -52,38 +55,33 @@ if [ "$num_utts" -eq 0 ]; then
     log "ERROR: $feats holds no utterances"
     exit 1
 fi
+# Pre-flight: the model against the features, before anything is written or launched.
+if ! frame_shift=$("$python" "$root/pyscripts/dump_tokens.py" check "$feats" "$km"); then
+    log "ERROR: nothing was written; the line above says what is wrong"
+    exit 1
+fi
 if [ "$nj" -gt "$num_utts" ]; then
     log "only $num_utts utterances: using $num_utts jobs instead of $nj"
     nj=$num_utts
 fi
 
 mkdir -p "$out/log"
-rm -f "$out/tokens" "$out/tokens.scp" "$out/utt2num_frames"  # stale until merged again
+stage_lock "$out"
+rm -f "$out/tokens" "$out/tokens.scp" "$out/utt2num_frames" "$out/meta.json"  # stale until merged
 split=$out/split$nj
 mkdir -p "$split"
 parts=()
 for n in $(seq "$nj"); do parts+=("$split/feats.$n.scp"); done
-# Only rewrite a part whose content changes, so that a rerun can recognise finished jobs.
-split_scp.pl "$feats" "${parts[@]/%/.new}"
-for p in "${parts[@]}"; do
-    if cmp -s "$p.new" "$p"; then rm "$p.new"; else mv "$p.new" "$p"; fi
-done
+split_scp.pl "$feats" "${parts[@]}"
 
-gpu_opt=()
-[ "$device" = cuda ] && gpu_opt=(--gpu 1)
 log "assigning tokens to the $num_utts utterances of $feats in $nj jobs on $device" \
     "(logs: $out/log/dump_tokens.*.log)"
-# $cmd is word-split on purpose: it may carry launcher options ("slurm.pl --mem 8G").
-if ! $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/dump_tokens.JOB.log" \
-        "$python" "$root/pyscripts/dump_tokens.py" job --device "$device" \
-        --batch_frames "$batch_frames" --num_threads "$num_threads" \
-        "$km" "$split/feats.JOB.scp" "$split" JOB; then
-    log "ERROR: token assignment failed; the errors in the job logs:"
-    grep -h "^ERROR" "$out"/log/dump_tokens.*.log | head -n 20 >&2 || true
-    exit 1
-fi
+log_stem=$out/log/dump_tokens
+run_jobs "$python" "$root/pyscripts/dump_tokens.py" job --device "$device" \
+    --batch_frames "$batch_frames" --num_threads "$num_threads" --frame_shift "$frame_shift" \
+    "$km" "$split/feats.JOB.scp" "$split" JOB
 
 log "merging $nj jobs in the order of $feats"
-"$python" "$root/pyscripts/dump_tokens.py" merge --nj "$nj" --start_time "$stage_start" \
-    "$feats" "$km" "$split" "$out"
+"$python" "$root/pyscripts/merge_outputs.py" --tag tokens --nj "$nj" --reference "$feats" \
+    --kmeans "$km" --start_time "$stage_start" "$split" "$out"
 log "done: $out/tokens $out/tokens.scp"

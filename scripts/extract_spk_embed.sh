@@ -7,8 +7,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 nj=4                 # number of parallel jobs
 cmd=run.pl           # launcher with Kaldi's command line (run.pl, slurm.pl, queue.pl, ...)
-toolkit=resemblyzer  # resemblyzer, speechbrain, espnet or rawnet
+toolkit=resemblyzer  # a speaker toolkit: pyscripts/extract.py --help lists them
 model=               # local model path in the toolkit's layout; empty: the toolkit's default
+extractor_opts=      # the toolkit's own options, e.g. "--num_crops 5" (rawnet)
 device=cpu           # cpu; cuda: each job gets its own GPU through the launcher's --gpu 1;
                      # cuda:N: every job uses GPU N as the machine numbers it (no --gpu)
 batch_seconds=60     # upper bound on padded audio seconds in one forward pass
@@ -28,11 +29,14 @@ Writes <out_dir>/<tag>.scp (one vector per utterance of <data_dir>/text, or of w
 there is no text, in that order) and <out_dir>/spk_<tag>.scp (one mean vector per speaker).
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <path> --device <$device>
+  --extractor_opts <\"--name value ...\": the toolkit's own options>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
   --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
   --num_threads <$num_threads> --skip_bad <$skip_bad>
   --utt_norm <$utt_norm> --spk_norm <$spk_norm> --tag <name> --python <$python>"
 
+. "$root/scripts/lib/extract_stage.sh"
+stage_help "$@"
 . "$root/utils/parse_options.sh"
 if [ $# -ne 2 ]; then
     echo "$help_message" >&2
@@ -41,12 +45,14 @@ fi
 data=$1
 out=$2
 tag=${tag:-$toolkit}
-. "$root/scripts/lib/extract_stage.sh"
+stage_kind=speaker
+dtype=float32
+compress=false
 
 extract_stage_prepare
-extract_stage_run --toolkit "$toolkit" ${model:+--model "$model"} \
-    --batch_seconds "$batch_seconds" --batch_size "$batch_size" --num_workers "$num_workers" \
-    --sort_window "$sort_window" --sort_window_seconds "$sort_window_seconds" \
-    --num_threads "$num_threads" --skip_bad "$skip_bad"
+extract_stage_run --batch_seconds "$batch_seconds" --batch_size "$batch_size" \
+    --num_workers "$num_workers" --sort_window "$sort_window" \
+    --sort_window_seconds "$sort_window_seconds" --num_threads "$num_threads" \
+    --skip_bad "$skip_bad"
 extract_stage_merge --spk_means true --utt_norm "$utt_norm" --spk_norm "$spk_norm"
 log "done: $out/$tag.scp $out/spk_$tag.scp"

@@ -13,12 +13,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from speechdump.ark_reader import ArkFormatError, read_scp_arrays
 from speechdump.data import read_table
-
-
-class AlignmentError(Exception):
-    """The outputs do not line up with the data dir; the message names the ids."""
+from speechdump.errors import AlignmentError, ArkFormatError
+from speechdump.kaldi_io import read_scp_arrays
 
 
 def _some(ids: Sequence[str], n: int = 10) -> str:
@@ -98,10 +95,13 @@ class _FiniteCheck:
 
 def validate_scp(scp_path: str, reference: Sequence[str],
                  num_frames: Optional[Dict[str, str]] = None,
-                 each: Optional[Callable[[str, np.ndarray], None]] = None) -> Tuple[int, ...]:
+                 each: Optional[Callable[[str, np.ndarray], None]] = None,
+                 dtype=None) -> Tuple[int, ...]:
     """Reads every array back; returns the common trailing shape. Raises naming the first bad id.
 
-    With ``num_frames`` (utt2num_frames), every matrix must have that many rows. ``each`` is
+    With ``num_frames`` (utt2num_frames), every array must have that many rows (frames or
+    tokens), and only the axes after the first must agree. With ``dtype``, every array must
+    be of that type (int streams: int32). ``each`` is
     called with every (key, array) in order, for work that needs the arrays too; the NaN and
     Inf check of a chunk may come after it, and when that fails, the call raises.
     """
@@ -117,7 +117,10 @@ def validate_scp(scp_path: str, reference: Sequence[str],
                 finite.check()  # an earlier id that is not finite is named first
                 raise AlignmentError(f"{scp_path}: '{key}' has {array.shape[0]} frames, "
                                      f"utt2num_frames says {num_frames.get(key)}")
-            trailing = array.shape[1:] if array.ndim > 1 else array.shape
+            if dtype is not None and array.dtype != dtype:
+                finite.check()
+                raise AlignmentError(f"{scp_path}: '{key}' is {array.dtype}, not {dtype}")
+            trailing = array.shape[1:] if num_frames is not None else array.shape
             if shape is None:
                 shape, first_key = trailing, key
             elif trailing != shape:

@@ -3,36 +3,29 @@
 Entry forms (Kaldi's): a file path; a shell pipe ending in ``|`` whose stdout is an audio file;
 an ark offset ``foo.ark:123`` holding a wav (as Kaldi's ``wav-copy`` writes). Files are decoded
 with soundfile (WAV, FLAC, MP3, OGG, ...). Mono policy: multi-channel audio is averaged over
-channels, as librosa, Resemblyzer and SpeechBrain's audio normaliser do.
+channels, as librosa, Resemblyzer and SpeechBrain's audio normaliser do, unless ``--channel N``
+picks one (0: the first, as Kaldi's ``--channel``).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
-import re
+import struct
 import subprocess
 import threading
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import soundfile
 import torch
 import torchaudio
 
+from speechdump import compat
 from speechdump.data import Utterance
-
-_ARK_OFFSET = re.compile(r"^(?P<ark>.+):(?P<offset>\d+)$")
-
-
-class UtteranceError(Exception):
-    """An utterance cannot be used (unreadable, empty, too short...): says which, its file, and why."""
-
-    def __init__(self, utt_id: str, source: str, reason: str):
-        super().__init__(f"utterance '{utt_id}' ({source.strip()}): {reason}")
-        self.utt_id = utt_id
-        self.source = source.strip()
-        self.reason = reason
+from speechdump.errors import UtteranceError
+from speechdump.kaldi_io import ark_offset
 
 
 def _read_pipe(command: str) -> Tuple[np.ndarray, int]:
@@ -62,8 +55,91 @@ def _read_ark(entry: str) -> Tuple[np.ndarray, int]:
     return (samples[:, None] if samples.ndim == 1 else samples), int(rate)
 
 
-def read_samples(utt: Utterance) -> Tuple[np.ndarray, int]:
-    """Decodes one utterance (its segment only) to ``(samples[T, C] float32, rate)``."""
+# Seconds a segment may end past its recording before it is an error: Kaldi's extract-segments
+# --max-overshoot. Within it the segment is clipped at the recording's end, with a log line.
+MAX_OVERSHOOT = 0.5
+# Frames an MPEG (MP3) stream may decode short of what libsndfile counts for it: one MPEG frame,
+# as decoders differ on the padding of the last one.
+MPEG_SLACK = 1152
+
+log = logging.getLogger(__name__)
+
+
+def wav_declared_frames(path: str) -> Optional[int]:
+    """Frames the data chunk of a RIFF/WAVE file declares, from its header; None where the file
+    is not RIFF/WAVE or declares a streaming size (0 or 0xFFFFFFFF, written before the length
+    was known). libsndfile clips the frame count of a truncated WAV to what the file holds,
+    without an error: this is what the header promised."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+            elif chunk_id == b"data":
+                if size in (0, 0xFFFFFFFF) or not block_align:
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _segment_bounds(utt: Utterance, rate: int, frames: int,
+                    max_overshoot: float) -> Tuple[int, int]:
+    """``[start, end)`` in frames of ``utt`` in a recording of ``frames``: the whole recording
+    without a segment; a segment ending up to ``max_overshoot`` seconds past the recording is
+    clipped there (logged), further is a ValueError, as is one starting past the end."""
+    start = int(round(utt.start * rate))
+    end = frames if utt.end is None else int(round(utt.end * rate))
+    if start >= frames:
+        raise ValueError(f"the segment starts at {utt.start:.2f} s, after the recording ends "
+                         f"({frames / rate:.2f} s)")
+    if end > frames:
+        over = (end - frames) / rate
+        if over > max_overshoot:
+            raise ValueError(f"the segment ends at {utt.end:.2f} s, {over:.2f} s past the end of "
+                             f"the recording ({frames / rate:.2f} s; at most {max_overshoot} s "
+                             f"is clipped)")
+        log.warning("utterance %s: the segment ends %.3f s past the end of the recording "
+                    "(%.2f s): clipped there", utt.utt_id, over, frames / rate)
+        end = frames
+    return start, end
+
+
+def _read_file(path: str, utt: Utterance, max_overshoot: float) -> Tuple[np.ndarray, int]:
+    """The utterance's frames of an audio file: only its segment is decoded, and every frame the
+    container promises for it must decode (a truncated file is an error, not a short read)."""
+    with soundfile.SoundFile(path) as f:
+        frames = f.frames
+        if f.format in ("WAV", "WAVEX"):
+            declared = wav_declared_frames(path)
+            if declared is not None and declared > frames:
+                raise ValueError(f"truncated: the WAV header declares {declared} frames "
+                                 f"({declared / f.samplerate:.2f} s), the file holds {frames} "
+                                 f"({frames / f.samplerate:.2f} s)")
+        start, end = _segment_bounds(utt, f.samplerate, frames, max_overshoot)
+        # The seek happens even at 0: libmpg123 decodes an MP3 1 ulp differently without it,
+        # and soundfile.read, used before, always sought.
+        f.seek(start)
+        samples = f.read(end - start, dtype="float32", always_2d=True)
+        slack = MPEG_SLACK if f.format == "MPEG" else 0
+        if len(samples) + slack < end - start:
+            raise ValueError(f"truncated: {end - start} frames expected from "
+                             f"{start / f.samplerate:.2f} s on, {len(samples)} decoded")
+        return samples, f.samplerate
+
+
+def read_samples(utt: Utterance, max_overshoot: float = MAX_OVERSHOOT) -> Tuple[np.ndarray, int]:
+    """Decodes one utterance (its segment only) to ``(samples[T, C] float32, rate)``; a segment
+    past the recording's end by more than ``max_overshoot`` seconds, or a truncated file, is a
+    ValueError."""
     source = utt.source.strip()
     if source.endswith("|"):
         samples, rate = _read_pipe(source[:-1])
@@ -71,27 +147,19 @@ def read_samples(utt: Utterance) -> Tuple[np.ndarray, int]:
         if os.path.getsize(source) == 0:
             raise ValueError("the file is empty (0 bytes)")
         try:
-            with soundfile.SoundFile(source) as f:
-                # Only the segment (the whole file when there is none), clipped to the recording.
-                # The seek happens even at 0: libmpg123 decodes an MP3 1 ulp differently
-                # without it, and soundfile.read, used before, always sought.
-                end = None if utt.end is None else int(round(utt.end * f.samplerate))
-                start, end, _ = slice(int(round(utt.start * f.samplerate)), end).indices(f.frames)
-                f.seek(start)
-                return (f.read(max(end - start, 0), dtype="float32", always_2d=True),
-                        f.samplerate)
+            return _read_file(source, utt, max_overshoot)
         except soundfile.LibsndfileError:
             # libsndfile says only "System error" for a file it may not open: let the OS say
             # why (permission denied); a file that opens is a decoding error, raised as is.
             open(source, "rb").close()
             raise
-    elif _ARK_OFFSET.match(source) and os.path.exists(_ARK_OFFSET.match(source)["ark"]):
+    elif ark_offset(source) and os.path.exists(ark_offset(source)[0]):
         samples, rate = _read_ark(source)
     else:
         raise FileNotFoundError("no such file")
     if utt.is_segment:
-        end = None if utt.end is None else int(round(utt.end * rate))
-        samples = samples[int(round(utt.start * rate)):end]
+        start, end = _segment_bounds(utt, rate, len(samples), max_overshoot)
+        samples = samples[start:end]
     return samples, rate
 
 
@@ -127,6 +195,7 @@ class SincResampler:
 
     def __init__(self, source_rate: int, target_rate: int, dtype: torch.dtype, filter: dict):
         base = torchaudio.transforms.Resample(source_rate, target_rate, dtype=dtype, **filter)
+        compat.require_resample_internals(base)  # what follows reads them
         self.orig, self.new = base.orig_freq // base.gcd, base.new_freq // base.gcd
         self.width = base.width
         block = -(-self.COLUMNS // self.new)
@@ -150,6 +219,9 @@ class SincResampler:
                                               end - shift * self.stride,
                                               blocked[group, start:end].T.contiguous()))
         self.shifts = 1 + max(product.shift for product in self.products)
+        # Once per resampler: its output must be torchaudio's, or torchaudio's internals changed.
+        compat.verify_resampler(self, source_rate, target_rate, dtype,
+                                4 * (self.stride + self.width) + 1, filter)
 
     def to(self, device) -> "SincResampler":
         self.products = [p._replace(weights=p.weights.to(device)) for p in self.products]
@@ -226,16 +298,34 @@ def downmix(samples: np.ndarray) -> np.ndarray:
     return mono
 
 
-def load_audio(utt: Utterance, target_rate: int, resamplers: ResamplerCache) -> np.ndarray:
-    """One utterance as a mono float32 waveform at ``target_rate``; UtteranceError names what is wrong."""
+def select_channel(samples: np.ndarray, channel: str = "mean") -> np.ndarray:
+    """``[T, C]`` -> ``[T]``: the mean of the channels, or channel ``int(channel)`` (0: the
+    first, as Kaldi's ``--channel``); ValueError for a channel the audio does not have."""
+    if channel == "mean":
+        return downmix(samples)
+    index = int(channel)
+    if index >= samples.shape[1]:
+        raise ValueError(f"--channel {index}: the audio has {samples.shape[1]} channel(s), "
+                         f"numbered from 0")
+    return samples[:, index]
+
+
+def load_audio(utt: Utterance, target_rate: int, resamplers: ResamplerCache,
+               channel: str = "mean", max_overshoot: float = MAX_OVERSHOOT) -> np.ndarray:
+    """One utterance as a mono float32 waveform at ``target_rate`` (``channel``: see
+    ``select_channel``; ``max_overshoot``: see ``read_samples``); UtteranceError names what
+    is wrong."""
     try:
-        samples, rate = read_samples(utt)
+        samples, rate = read_samples(utt, max_overshoot)
     except Exception as exc:  # soundfile, subprocess and kaldiio each raise their own types
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UtteranceError(utt.utt_id, utt.source, f"cannot read audio: {reason}") from exc
     if samples.shape[0] == 0:
         raise UtteranceError(utt.utt_id, utt.source, "no samples (empty audio or segment)")
-    mono = downmix(samples)
+    try:
+        mono = select_channel(samples, channel)
+    except ValueError as exc:
+        raise UtteranceError(utt.utt_id, utt.source, str(exc)) from exc
     if not np.isfinite(mono).all():
         raise UtteranceError(utt.utt_id, utt.source, "audio holds NaN or Inf samples")
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))

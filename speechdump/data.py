@@ -7,13 +7,11 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-
-class DataDirError(ValueError):
-    """A data dir file is malformed; the message names the file and line."""
+from speechdump.errors import DataDirError
 
 
 def read_table(path: str) -> Dict[str, str]:
-    """Reads a Kaldi table (``key rest-of-line``) keeping file order; duplicate keys are an error."""
+    """Reads a Kaldi table (``key rest-of-line``) in file order; duplicate keys are an error."""
     table: Dict[str, str] = {}
     lines = 0
     with open(path, encoding="utf-8") as f:

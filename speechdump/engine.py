@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from speechdump.audio import ResamplerCache, UtteranceError, load_audio
+from speechdump.audio import MAX_OVERSHOOT, ResamplerCache, UtteranceError, load_audio
 from speechdump.batching import plan_batches
 from speechdump.data import Utterance
 from speechdump.extractors.base import Extractor
@@ -41,6 +41,8 @@ class EngineOptions:
     sort_window_seconds: float = 600.0  # and at most this much audio (long utterances)
     skip_bad: bool = False
     progress: bool = True
+    channel: str = "mean"  # of multi-channel audio: "mean" or a channel number (0: the first)
+    max_overshoot: float = MAX_OVERSHOOT  # seconds a segment may end past its recording
 
 
 @dataclass
@@ -140,14 +142,16 @@ def _windows(results: Iterable[tuple], max_items: int, max_seconds: float) -> It
 class _Loader:
     """Decode + resample + prepare for one utterance; failures come back as values, not raises."""
 
-    def __init__(self, extractor: Extractor):
+    def __init__(self, extractor: Extractor, options: EngineOptions):
         self.extractor = extractor
+        self.options = options
         self.resamplers = ResamplerCache()
 
     def __call__(self, utt: Utterance):
         extractor = self.extractor
         try:
-            wave = load_audio(utt, extractor.sample_rate, self.resamplers)
+            wave = load_audio(utt, extractor.sample_rate, self.resamplers,
+                              self.options.channel, self.options.max_overshoot)
             seconds = len(wave) / extractor.sample_rate
             if seconds < extractor.min_seconds:
                 raise UtteranceError(utt.utt_id, utt.source,
@@ -171,7 +175,7 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     """
     stats = JobStats()
     start = time.time()
-    loader = _Loader(extractor)
+    loader = _Loader(extractor, options)
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", file=sys.stderr,
                disable=not options.progress, mininterval=1.0 if sys.stderr.isatty() else 10.0)
     window = max(options.sort_window, 1)

@@ -1,33 +1,43 @@
-"""One job of a stage: its utterances through the engine into named ark/scp streams.
+"""One job of a stage: its outputs in ``<split_dir>``, and the record that says it finished.
 
-In ``<split_dir>``, job ``n`` writes, per stream, ``<stream>.<n>.ark`` and ``<stream>.<n>.scp``
-(the scp appears only once its ark is complete), then ``utt2dur.<n>`` (seconds of audio per
-extracted utterance), ``utt2num_frames.<n>`` (frame-level streams), ``bad_utts.<n>``
+Every stage's job (an extraction through the engine, a token assignment of a feats.scp part)
+writes through ``JobWriter``: per stream, ``<stem>.<n>.ark`` and ``<stem>.<n>.scp`` (the scp
+appears only once its ark is complete), then ``utt2dur.<n>`` (seconds of audio per utterance,
+where the job reads audio), ``utt2num_frames.<n>`` (frame-level streams), ``bad_utts.<n>``
 (utterances skipped with ``--skip_bad true``, with the reason) and, last, ``done.<n>``: a JSON
-record of what the job covered, read by the merge and by a rerun, which then skips the job.
-A job that fails leaves neither its scps nor ``done.<n>``; an output it cannot write (disk full,
-file size limit) raises ``storage.WriteError``, naming the file.
+record of what determines the output (``config``, the same for every job of a stage, and
+``input``, this job's own), the streams and what the job covered. The merge reads the records,
+and a rerun skips the job when ``is_done``. A job that fails leaves neither its scps nor
+``done.<n>``; an output it cannot write (disk full, file size limit) raises ``WriteError``,
+naming the file.
+
+The merge writes the record of the whole stage beside its scps (``meta.json``): the config and
+the streams, so that a later stage can tell what a feature is (its frame shift, for one).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Dict, Optional, Sequence
+from typing import (TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 
 from speechdump.data import Utterance, atomic_path, read_table, write_table
-from speechdump.extractors.base import Extractor
-from speechdump.storage import ArkScpWriter, WriteError, writing
+from speechdump.errors import WriteError
+from speechdump.extractors.base import Extractor, Stream
+from speechdump.kaldi_io import ArkScpWriter, writing
 
 if TYPE_CHECKING:
     from speechdump import engine
 
+MERGED_RECORD = "meta.json"
+
 
 def stream_names(tag: str, extractor: Extractor) -> Dict[str, str]:
     """Extractor stream -> file stem: ``tag`` for a single unnamed stream, else ``tag_<name>``."""
-    return {name: f"{tag}_{name}" if name else tag for name in extractor.streams}
+    return {stream.name: stream.stem(tag) for stream in extractor.streams}
 
 
 def done_path(split_dir: str, job: int) -> str:
@@ -39,15 +49,43 @@ def read_done(split_dir: str, job: int) -> dict:
         return json.load(f)
 
 
-def is_done(split_dir: str, job: int, utterances: Sequence[Utterance], config: dict) -> bool:
-    """True when this job finished before, with this configuration, over these utterances."""
+def _ids(items: Iterable[Union[Utterance, str]]) -> List[str]:
+    return [getattr(item, "utt_id", item) for item in items]
+
+
+def is_done(split_dir: str, job: int, items: Sequence[Union[Utterance, str]], config: dict,
+            input: Optional[dict] = None) -> bool:
+    """True when this job finished before with this config and input, over these utterances
+    (``items``: Utterances or ids): the ids in its first stream's scp and in its bad_utts are
+    exactly theirs."""
     if not os.path.exists(done_path(split_dir, job)):
         return False
-    if read_done(split_dir, job).get("config") != config:
+    record = read_done(split_dir, job)
+    if record.get("config") != config or record.get("input", {}) != (input or {}):
         return False
-    covered = list(read_table(os.path.join(split_dir, f"utt2dur.{job}")))
-    covered += list(read_table(os.path.join(split_dir, f"bad_utts.{job}")))
-    return sorted(covered) == sorted(u.utt_id for u in utterances)
+    streams = record.get("streams") or [None]
+    if not isinstance(streams[0], dict):  # a record of before typed streams
+        return False
+    scp = os.path.join(split_dir, f"{streams[0]['stem']}.{job}.scp")
+    if not os.path.exists(scp):
+        return False
+    covered = list(read_table(scp)) + list(read_table(os.path.join(split_dir,
+                                                                   f"bad_utts.{job}")))
+    return sorted(covered) == sorted(_ids(items))
+
+
+def _stored(array, dtype, utt_id: str, stream: str) -> np.ndarray:
+    """``array`` in its stream's storage type; an integer stream takes integers only, whose
+    values int32 holds (tokens are never rounded or wrapped)."""
+    array = np.asarray(array)
+    if dtype is np.int32 and array.dtype != np.int32:
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"'{utt_id}': stream '{stream}' is an int stream, the extractor "
+                            f"gave {array.dtype}")
+        if array.size and (array.min() < np.iinfo(np.int32).min
+                           or array.max() > np.iinfo(np.int32).max):
+            raise TypeError(f"'{utt_id}': stream '{stream}' holds values beyond int32")
+    return array.astype(dtype, copy=False)
 
 
 def _write_table(path: str, items) -> None:
@@ -55,62 +93,145 @@ def _write_table(path: str, items) -> None:
         write_table(path, items)
 
 
+class JobWriter:
+    """The outputs of job ``job`` in ``split_dir`` (see the module docstring).
+
+    ``streams``: (file stem, Stream) of each output; ``dtype`` and ``compress`` apply to float
+    streams (int streams are int32). Use as a context manager: ``write`` each utterance's
+    output as it comes, then ``finish``; an exception in the block (or a block left without
+    ``finish``) removes everything the job wrote, so no scp of an unfinished job survives.
+    What the job wrote before (its ``done.<n>`` and scps) goes when the writer opens: it
+    describes arks about to be rewritten.
+    """
+
+    def __init__(self, split_dir: str, job: int, streams: Sequence[Tuple[str, Stream]],
+                 dtype: str = "float32", compress: bool = False,
+                 config: Optional[dict] = None, input: Optional[dict] = None):
+        self.split_dir, self.job = split_dir, job
+        self.streams = list(streams)
+        self.config, self.input = config or {}, input or {}
+        self.frame_level = any(stream.frame_level for _, stream in self.streams)
+        self._types = {stream.name: stream.storage_dtype(dtype) for _, stream in self.streams}
+        self._compress = compress
+        self._writers: Dict[str, ArkScpWriter] = {}
+        self._num_frames: List[Tuple[str, str]] = []
+        self._finished = False
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.split_dir, name)
+
+    def __enter__(self) -> "JobWriter":
+        with writing(self.split_dir):
+            os.makedirs(self.split_dir, exist_ok=True)
+        stale = [done_path(self.split_dir, self.job)] + [self._path(f"{stem}.{self.job}.scp")
+                                                         for stem, _ in self.streams]
+        for path in stale:
+            if os.path.exists(path):
+                os.remove(path)
+        try:
+            for stem, stream in self.streams:
+                self._writers[stream.name] = ArkScpWriter(
+                    self._path(f"{stem}.{self.job}.ark"), self._path(f"{stem}.{self.job}.scp"),
+                    compress=self._compress and self._types[stream.name] == np.float32)
+        except BaseException:
+            self.discard()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+        elif not self._finished:
+            self.discard()
+            raise RuntimeError(f"job {self.job}: its writer was closed without finish()")
+
+    @property
+    def count(self) -> int:
+        """Utterances written so far."""
+        return next(iter(self._writers.values())).count if self._writers else 0
+
+    def discard(self) -> None:
+        """Removes every ark and scp of the job, committed or not, and its ``done.<n>``."""
+        for writer in self._writers.values():
+            writer.abort()
+        if self._finished:
+            os.remove(done_path(self.split_dir, self.job))
+            self._finished = False
+
+    def write(self, utt_id: str, output) -> None:
+        """One utterance's output: an array for a single unnamed stream, else
+        ``{stream name: array}``."""
+        arrays: Mapping = output if isinstance(output, dict) else {"": output}
+        try:
+            for name, array in arrays.items():
+                self._writers[name].write(utt_id, _stored(array, self._types[name], utt_id,
+                                                          name))
+        except WriteError:
+            self.discard()  # at once: the partial arks' space is then free for the job's log
+            raise
+        if self.frame_level:
+            self._num_frames.append((utt_id, str(len(next(iter(arrays.values()))))))
+
+    def finish(self, durations: Optional[Iterable[Tuple[str, float]]] = None,
+               bad: Sequence[Tuple[str, str]] = (), **summary) -> dict:
+        """Commits the arks, writes the tables and, last, ``done.<n>``; returns the record.
+        ``durations``: (id, seconds) of the job's audio, None where it reads none; ``summary``:
+        more figures for the record (e.g. ``audio_seconds``)."""
+        for writer in self._writers.values():
+            writer.commit()
+        if durations is not None:
+            _write_table(self._path(f"utt2dur.{self.job}"),
+                         ((u, f"{s:.4f}") for u, s in durations))
+        if self.frame_level:
+            _write_table(self._path(f"utt2num_frames.{self.job}"), self._num_frames)
+        _write_table(self._path(f"bad_utts.{self.job}"), bad)
+        record = {"config": self.config, "input": self.input,
+                  "streams": [dict(stream.to_record(), stem=stem) for stem, stream in self.streams],
+                  "utterances": self.count, "bad": len(bad), **summary}
+        done = done_path(self.split_dir, self.job)
+        with writing(done), atomic_path(done) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        self._finished = True
+        return record
+
+
 def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, split_dir: str,
             job: int, options: engine.EngineOptions, dtype: str = "float32",
             compress: bool = False, config: Optional[dict] = None) -> engine.JobStats:
-    """Runs the job; ``config`` (what determines its output) is recorded for ``is_done``."""
-    with writing(split_dir):
-        os.makedirs(split_dir, exist_ok=True)
-    stems = stream_names(tag, extractor)
-    # Everything this job wrote before describes arks about to be rewritten.
-    stale = [done_path(split_dir, job)] + [os.path.join(split_dir, f"{stem}.{job}.scp")
-                                            for stem in stems.values()]
-    for path in stale:
-        if os.path.exists(path):
-            os.remove(path)
-    writers: Dict[str, ArkScpWriter] = {}
-    num_frames = []
-
-    def discard() -> None:
-        for writer in writers.values():
-            writer.abort()
-
-    def write(utt_id: str, output) -> None:
-        arrays = output if isinstance(output, dict) else {"": output}
-        try:
-            for name, array in arrays.items():
-                kind = np.float32 if name in extractor.exact_streams else dtype
-                writers[name].write(utt_id, np.asarray(array).astype(kind, copy=False))
-        except WriteError:
-            discard()  # at once: the partial arks' space is then free for the job's log
-            raise
-        if extractor.frame_level:
-            num_frames.append((utt_id, str(len(next(iter(arrays.values()))))))
-
-    try:
-        for name, stem in stems.items():
-            writers[name] = ArkScpWriter(os.path.join(split_dir, f"{stem}.{job}.ark"),
-                                         os.path.join(split_dir, f"{stem}.{job}.scp"),
-                                         compress=compress and name not in extractor.exact_streams)
+    """Runs the extraction job; ``config`` (what determines its output) is recorded for
+    ``is_done``."""
+    streams = [(stream.stem(tag), stream) for stream in extractor.streams]
+    with JobWriter(split_dir, job, streams, dtype, compress, config) as out:
         from speechdump import engine  # here: reading job records (the merge) needs no torch
 
-        stats = engine.run(utterances, extractor, write, options, desc=tag)
-        for writer in writers.values():
-            writer.commit()
-        _write_table(os.path.join(split_dir, f"utt2dur.{job}"),
-                     ((u, f"{s:.4f}") for u, s in stats.durations))
-        if extractor.frame_level:
-            _write_table(os.path.join(split_dir, f"utt2num_frames.{job}"), num_frames)
-        _write_table(os.path.join(split_dir, f"bad_utts.{job}"), stats.bad)
-        record = {"config": config or {}, "streams": list(stems.values()),
-                  "frame_level": extractor.frame_level,
-                  "utterances": stats.done, "bad": len(stats.bad),
-                  "audio_seconds": round(stats.audio_seconds, 3)}
-        done = done_path(split_dir, job)
-        with writing(done), atomic_path(done) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-    except BaseException:
-        # No scp of an unfinished job survives, even one committed before a later step failed.
-        discard()
-        raise
+        stats = engine.run(utterances, extractor, out.write, options, desc=tag)
+        out.finish(stats.durations, stats.bad, audio_seconds=round(stats.audio_seconds, 3))
     return stats
+
+
+# ----------------------------------------------------------------------------- the stage's record
+
+def write_merged_record(out_dir: str, record: dict) -> str:
+    """Writes ``<out_dir>/meta.json`` (atomically); returns its path."""
+    path = os.path.join(out_dir, MERGED_RECORD)
+    with writing(path), atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def merged_stream(scp_path: str) -> Optional[Stream]:
+    """The stream an scp written by a stage holds, from the stage's ``meta.json`` beside it;
+    None where there is no such record (an scp made otherwise) or it names no such stream."""
+    path = os.path.join(os.path.dirname(os.path.abspath(scp_path)), MERGED_RECORD)
+    stem = os.path.basename(scp_path)
+    stem = stem[:-len(".scp")] if stem.endswith(".scp") else stem
+    try:
+        with open(path, encoding="utf-8") as f:
+            streams = json.load(f).get("streams", [])
+    except (OSError, ValueError):
+        return None
+    for record in streams:
+        if isinstance(record, dict) and record.get("stem") == stem:
+            return Stream.from_record({k: v for k, v in record.items() if k != "stem"})
+    return None

@@ -41,42 +41,16 @@ ESPnet2 reads these scps itself, lazily, with its ``kaldi_ark`` loader::
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from speechdump.data import read_table
+from speechdump.errors import ScpReadError
+from speechdump.kaldi_io import load_entry, read_scp_table
 
-__all__ = ["ScpDataset", "ScpReadError", "collate_padded", "read_scp_table", "speechbrain_item"]
-
-
-class ScpReadError(OSError):
-    """An scp entry could not be read: names the utterance, the scp and the entry."""
-
-
-def read_scp_table(path: str) -> Dict[str, str]:
-    """``utt id -> entry`` (e.g. ``foo.ark:123``) in file order; reads the text only."""
-    table = read_table(path)
-    empty = [key for key, entry in table.items() if not entry]
-    if empty:
-        raise ValueError(f"{path}: no entry after utterance id '{empty[0]}'")
-    return table
-
-
-def _read_entry(entry: str, utt: str, scp: str) -> np.ndarray:
-    """One array, with the ark opened for this read only."""
-    import kaldiio
-
-    try:
-        array = kaldiio.load_mat(entry)
-    except Exception as exc:
-        raise ScpReadError(f"cannot read utterance '{utt}' of {scp} from '{entry}': "
-                           f"{type(exc).__name__}: {exc}") from exc
-    if isinstance(array, np.ndarray) and not array.flags.writeable:
-        array = array.copy()  # kaldiio maps float data read-only; torch wants writable arrays
-    return array
+__all__ = ["ScpDataset", "ScpReadError", "collate_padded", "speechbrain_item"]
 
 
 class ScpDataset(Dataset):
@@ -116,7 +90,7 @@ class ScpDataset(Dataset):
         for name, table in self.tables.items():
             if utt not in table:
                 raise KeyError(f"utterance '{utt}' is not in the '{name}' scp {self.scps[name]}")
-            item[name] = _read_entry(table[utt], utt, self.scps[name])
+            item[name] = load_entry(table[utt], utt, self.scps[name], writable=True)
         return item
 
 
@@ -164,7 +138,8 @@ class _ScpItem:
     def __call__(self, utt: str) -> torch.Tensor:
         if utt not in self.table:
             raise KeyError(f"utterance '{utt}' is not in the scp {self.scp}")
-        return torch.from_numpy(np.asarray(_read_entry(self.table[utt], utt, self.scp)))
+        return torch.from_numpy(np.asarray(load_entry(self.table[utt], utt, self.scp,
+                                                      writable=True)))
 
 
 def speechbrain_item(scp: str, provides: str = "feats"):

@@ -5,7 +5,7 @@ the embeddings separate speakers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -45,38 +45,68 @@ def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> Tuple[float, float
     return float(eer), float(scores[i - 1] + t * (scores[i] - scores[i - 1]))
 
 
+Stats = Tuple[float, float, float, int]
+
+
 @dataclass
 class Report:
+    """What a set of utterance vectors shows. A set of one speaker (a single-speaker TTS corpus)
+    has no different-speaker pairs and a set of one utterance per speaker no same-speaker
+    pairs: those statistics, and the EER, which needs both, are None."""
+
     utterances: int
     speakers: int
-    eer: float
-    threshold: float
-    same: Tuple[float, float, float, int]  # mean, std, min, pairs
-    diff: Tuple[float, float, float, int]  # mean, std, max, pairs
+    eer: Optional[float]
+    threshold: Optional[float]
+    same: Optional[Stats]  # mean, std, min, pairs
+    diff: Optional[Stats]  # mean, std, max, pairs
+
+    def no_eer_reason(self) -> str:
+        if self.speakers < 2:
+            return (f"EER needs two speakers or more; this set has {self.speakers} "
+                    f"({self.utterances} utterances)")
+        return "EER needs a speaker with two utterances or more; each speaker here has one"
 
     def text(self) -> str:
+        lines = [f"utterances: {self.utterances}  speakers: {self.speakers}"]
+        if self.eer is not None and self.threshold is not None:
+            lines.append(f"EER over all utterance pairs: {100 * self.eer:.2f} % "
+                         f"(threshold {self.threshold:.3f})")
+        else:
+            lines.append(f"EER: not computed: {self.no_eer_reason()}")
         s, d = self.same, self.diff
-        return "\n".join([
-            f"utterances: {self.utterances}  speakers: {self.speakers}",
-            f"EER over all utterance pairs: {100 * self.eer:.2f} % (threshold {self.threshold:.3f})",
-            f"same-speaker cosine:      mean {s[0]:.3f}  std {s[1]:.3f}  min {s[2]:.3f}  ({s[3]} pairs)",
-            f"different-speaker cosine: mean {d[0]:.3f}  std {d[1]:.3f}  max {d[2]:.3f}  ({d[3]} pairs)",
-        ])
+        lines.append(f"same-speaker cosine:      mean {s[0]:.3f}  std {s[1]:.3f}  "
+                     f"min {s[2]:.3f}  ({s[3]} pairs)" if s else
+                     "same-speaker cosine:      no pairs (no speaker has two utterances)")
+        lines.append(f"different-speaker cosine: mean {d[0]:.3f}  std {d[1]:.3f}  "
+                     f"max {d[2]:.3f}  ({d[3]} pairs)" if d else
+                     "different-speaker cosine: no pairs (one speaker)")
+        return "\n".join(lines)
 
 
 def summarize(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> Report:
+    """The report of ``vectors``; the statistics a set lacks the pairs for are None."""
+    if not vectors:
+        raise ValueError("no utterance vectors to report on")
     scores, same = pair_scores(vectors, utt2spk)
-    eer, threshold = equal_error_rate(scores, same)
     s, d = scores[same], scores[~same]
+    eer = threshold = None
+    if s.size and d.size:
+        eer, threshold = equal_error_rate(scores, same)
     return Report(utterances=len(vectors), speakers=len({utt2spk[u] for u in vectors}),
                   eer=eer, threshold=threshold,
-                  same=(float(s.mean()), float(s.std()), float(s.min()), int(s.size)),
-                  diff=(float(d.mean()), float(d.std()), float(d.max()), int(d.size)))
+                  same=(float(s.mean()), float(s.std()), float(s.min()), int(s.size))
+                  if s.size else None,
+                  diff=(float(d.mean()), float(d.std()), float(d.max()), int(d.size))
+                  if d.size else None)
 
 
 def project_2d(matrix: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """2-D coordinates of the (L2-normalised) rows: t-SNE, or PCA for few points or on request."""
+    """2-D coordinates of the (L2-normalised) rows: t-SNE, or PCA for few points or on request
+    (a single point sits at the origin)."""
     unit = _unit(matrix.astype(np.float64))
+    if len(unit) < 2:
+        return np.zeros((len(unit), 2))
     if method == "tsne" and len(unit) >= 8:
         from sklearn.manifold import TSNE
 

@@ -5,6 +5,11 @@ A model directory (``km_dir``) holds ``centers.npy`` (float32, K x D; loaded wit
 tools) and ``kmeans.json`` (the settings and training figures). ``kmeans.json`` is written last,
 so its presence means the model is complete.
 
+Training is out of core: the training frames (a seeded sample of the utterances, capped at
+``max_frames``) are read one utterance at a time on every pass and never held together, so
+memory is bounded by one mini-batch, one utterance and the seeding sample, whatever the corpus
+size (``bench/kmeans_memory.py``).
+
 Tokens are written per utterance as int32 vectors (Kaldi ``Vector<int32>``) and as a Kaldi text
 table ``<utt> <t1> <t2> ...``; the token of a frame depends on that frame and the centers only,
 never on how utterances were split into jobs or batched.
@@ -16,35 +21,37 @@ import hashlib
 import json
 import math
 import os
-import re
-import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
 
-from speechdump.data import atomic_path, read_table
+from speechdump.data import atomic_path
+from speechdump.errors import TokenError
+from speechdump.kaldi_io import load_entry, read_scp_table
 
 CENTERS_NPY = "centers.npy"
 CENTERS_MAT = "centers.mat"
 SETTINGS_JSON = "kmeans.json"
 
-
-class TokenError(Exception):
-    """Bad input or output of the token stages; the message names the file (and id)."""
+# k-means++ seeds on a uniform sample of this many mini-batches of the training frames, as
+# sklearn's MiniBatchKMeans (init_size = 3 * batch_size, at least 3 * n_clusters).
+INIT_BATCHES = 3
+# Training stops after a pass that lowered the mean squared distance of the frames to their
+# nearest center (measured on each mini-batch before it updates the centers) by less than this
+# fraction of the pass before, or after --max_iter passes. (sklearn's own rule, no gain in the
+# smoothed inertia of 10 consecutive mini-batches, stops after a few dozen mini-batches of
+# consecutive utterances: their inertia varies with the speaker far more than that of
+# independently drawn frames.)
+TOL = 1e-3
 
 
 # ----------------------------------------------------------------------------- reading features
 
-def read_scp_table(scp_path: str) -> Dict[str, str]:
-    """An scp as id -> location in file order; a missing file or a duplicate id is a TokenError."""
-    if not os.path.isfile(scp_path):
-        raise TokenError(f"{scp_path}: no such file")
-    try:
-        table = read_table(scp_path)
-    except Exception as exc:  # DataDirError: duplicate key, names file and line
-        raise TokenError(str(exc)) from exc
+def feature_table(scp_path: str) -> Dict[str, str]:
+    """A feats.scp as id -> location in file order; an empty one is a TokenError."""
+    table = read_scp_table(scp_path)
     if not table:
         raise TokenError(f"{scp_path}: no entries")
     return table
@@ -52,45 +59,19 @@ def read_scp_table(scp_path: str) -> Dict[str, str]:
 
 def load_matrix(scp_path: str, key: str, location: str) -> np.ndarray:
     """One feature matrix (frames x dim) as float32; errors name the scp and the id."""
-    try:
-        array = kaldiio.load_mat(location)
-    except Exception as exc:
-        raise TokenError(f"{scp_path}: cannot read '{key}' ({location}): {exc}") from exc
-    array = np.asarray(array)
+    array = np.asarray(load_entry(location, key, scp_path))
     if array.ndim != 2:
         raise TokenError(f"{scp_path}: '{key}' is not a matrix (shape {array.shape})")
     return array.astype(np.float32, copy=False)
 
 
-def iter_features(scp_path: str, keys: Optional[Sequence[str]] = None
-                  ) -> Iterator[Tuple[str, np.ndarray]]:
-    """Feature matrices of an scp (all of them, or ``keys`` in that order), read one at a time."""
-    table = read_scp_table(scp_path)
+def iter_features(scp_path: str, keys: Optional[Sequence[str]] = None,
+                  table: Optional[Dict[str, str]] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """Feature matrices of an scp (all of them, or ``keys`` in that order), read one at a time
+    (no ark stays mapped: memory holds one matrix). ``table``: the scp, when already read."""
+    table = feature_table(scp_path) if table is None else table
     for key in (table if keys is None else keys):
         yield key, load_matrix(scp_path, key, table[key])
-
-
-_ARK_OFFSET = re.compile(r"^(?P<ark>.+):(?P<offset>\d+)$")
-
-
-def num_frames(location: str) -> int:
-    """Rows of the Kaldi matrix at ``location`` (``ark:offset``) from its header alone.
-
-    Understands binary full (FM/DM) and compressed (CM/CM2/CM3) matrices; anything else
-    (text ark, range, pipe) is loaded in full.
-    """
-    match = _ARK_OFFSET.match(location)
-    if match and os.path.isfile(match["ark"]):
-        with open(match["ark"], "rb") as f:
-            f.seek(int(match["offset"]))
-            head = f.read(2 + 4 + 8 + 5)
-        if head[:2] == b"\0B":
-            token, _, rest = head[2:].partition(b" ")
-            if token in (b"FM", b"DM") and rest[:1] == b"\x04":
-                return struct.unpack("<i", rest[1:5])[0]
-            if token in (b"CM", b"CM2", b"CM3") and len(rest) >= 12:
-                return struct.unpack("<i", rest[8:12])[0]
-    return int(np.asarray(kaldiio.load_mat(location)).shape[0])
 
 
 # ----------------------------------------------------------------------------- learning
@@ -105,35 +86,105 @@ def sample_keys(keys: Sequence[str], portion: float, seed: int) -> List[str]:
     return [keys[i] for i in order]
 
 
-def training_frames(scp_path: str, portion: float, seed: int, max_frames: int = 0
-                    ) -> Tuple[np.ndarray, List[str]]:
-    """The frames of a seeded sample of utterances, read lazily in the sampled (random) order and
-    stopped at ``max_frames`` (0: no cap; the last utterance read is cut). Returns the frames
-    and the ids that contributed."""
-    keys = sample_keys(list(read_scp_table(scp_path)), portion, seed)
-    chunks: List[np.ndarray] = []
-    used: List[str] = []
+class _Reservoir:
+    """A uniform sample of at most ``size`` rows of a stream of matrices (Algorithm R, one
+    seeded draw per row past the first ``size``): bounded memory, whatever the stream."""
+
+    def __init__(self, size: int, dim: int, rng: np.random.Generator):
+        self.rows = np.empty((size, dim), dtype=np.float32)
+        self.seen = 0
+        self._rng = rng
+
+    def add(self, matrix: np.ndarray) -> None:
+        size = len(self.rows)
+        fill = max(0, min(len(matrix), size - self.seen))
+        self.rows[self.seen:self.seen + fill] = matrix[:fill]
+        rest = matrix[fill:]
+        if len(rest):
+            positions = self.seen + fill + np.arange(len(rest))
+            slots = self._rng.integers(0, positions + 1)
+            chosen = np.flatnonzero(slots < size)
+            # A later row drawn into the same slot replaces an earlier one: keep the last.
+            _, last = np.unique(slots[chosen][::-1], return_index=True)
+            chosen = chosen[len(chosen) - 1 - last]
+            self.rows[slots[chosen]] = rest[chosen]
+        self.seen += len(matrix)
+
+    def sample(self) -> np.ndarray:
+        return self.rows[:min(self.seen, len(self.rows))]
+
+
+@dataclass
+class TrainingFrames:
+    """The frames k-means trains on, read again on every pass and never held together: the
+    sampled utterances (``plan``: id, location and frames taken, the last one cut at
+    ``max_frames``)."""
+
+    scp_path: str
+    plan: List[Tuple[str, str, int]]
+    dim: int
+    total: int
+
+    @property
+    def num_utts(self) -> int:
+        return len(self.plan)
+
+    def matrices(self, order: Optional[Iterable[int]] = None) -> Iterator[np.ndarray]:
+        """The training frames of each utterance, one utterance at a time (``order``: plan
+        indices; default the sampled order)."""
+        for i in (range(len(self.plan)) if order is None else order):
+            key, location, take = self.plan[i]
+            yield load_matrix(self.scp_path, key, location)[:take]
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """One pass as mini-batches of ``batch_size`` frames (the last may be smaller): the
+        utterances in an order drawn from ``rng``, each batch the frames of consecutive ones."""
+        pending: List[np.ndarray] = []
+        count = 0
+        for matrix in self.matrices(rng.permutation(len(self.plan))):
+            while len(matrix):
+                take = min(batch_size - count, len(matrix))
+                pending.append(matrix[:take])
+                count += take
+                matrix = matrix[take:]
+                if count == batch_size:
+                    yield np.concatenate(pending)
+                    pending, count = [], 0
+        if pending:
+            yield np.concatenate(pending)
+
+
+def training_frames(scp_path: str, portion: float, seed: int, max_frames: int = 0,
+                    init_size: int = 30000) -> Tuple[TrainingFrames, np.ndarray]:
+    """Reads the training frames once: the utterances of a seeded sample (in its random order),
+    stopped at ``max_frames`` (0: no cap; the last utterance read is cut), checked for one
+    dimension and finite values. Returns them (as a plan to read again) and a seeded uniform
+    sample of at most ``init_size`` of them, for seeding the centers."""
+    table = feature_table(scp_path)
+    keys = sample_keys(list(table), portion, seed)
+    plan: List[Tuple[str, str, int]] = []
+    reservoir: Optional[_Reservoir] = None
     total, dim = 0, None
-    for key, matrix in iter_features(scp_path, keys):
+    for key, matrix in iter_features(scp_path, keys, table):
         if dim is None:
             dim = matrix.shape[1]
+            reservoir = _Reservoir(init_size, dim, np.random.default_rng([seed, 1]))
         elif matrix.shape[1] != dim:
             raise TokenError(f"{scp_path}: '{key}' has dimension {matrix.shape[1]}, "
-                             f"'{used[0]}' has {dim}")
+                             f"'{keys[0]}' has {dim}")
         if max_frames and total + len(matrix) > max_frames:
             matrix = matrix[:max_frames - total]
+        if not np.isfinite(matrix).all():
+            raise TokenError(f"{scp_path}: '{key}' holds NaN or Inf")
         if len(matrix):
-            chunks.append(matrix)
-            used.append(key)
+            plan.append((key, table[key], len(matrix)))
+            reservoir.add(matrix)
             total += len(matrix)
         if max_frames and total >= max_frames:
             break
     if not total:
         raise TokenError(f"{scp_path}: the sampled utterances hold no frames")
-    frames = np.concatenate(chunks).astype(np.float32, copy=False)
-    if not np.isfinite(frames).all():
-        raise TokenError(f"{scp_path}: the sampled features hold NaN or Inf")
-    return frames, used
+    return TrainingFrames(scp_path, plan, int(dim), total), reservoir.sample()
 
 
 @dataclass
@@ -150,11 +201,43 @@ class KMeansModel:
         return int(self.centers.shape[1])
 
 
-def fit_kmeans(frames: np.ndarray, n_clusters: int, seed: int, batch_size: int = 10000,
-               max_iter: int = 100, n_init: int = 3,
-               num_threads: int = 1) -> Tuple[np.ndarray, float]:
-    """MiniBatchKMeans (k-means++ init, seeded): the centers (float32) and the inertia over
-    ``frames`` (sum of squared distances to the nearest center).
+def squared_distances(frames: np.ndarray, centers: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Squared Euclidean distance of every frame to its nearest center (for the inertia
+    figures; float32 products, as sklearn's own inertia on float32 data, returned as float64
+    for summing), ``rows`` frames at a time (bounded memory)."""
+    c = np.asarray(centers, dtype=np.float32)
+    c_sq = (c * c).sum(axis=1)
+    out = np.empty(len(frames), dtype=np.float64)
+    for start in range(0, len(frames), rows):
+        x = np.asarray(frames[start:start + rows], dtype=np.float32)
+        d = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ c.T) + c_sq[None, :]
+        out[start:start + len(x)] = np.maximum(d.min(axis=1), 0.0)
+    return out
+
+
+def seed_centers(sample: np.ndarray, n_clusters: int, seed: int, n_init: int) -> np.ndarray:
+    """The best (lowest inertia on ``sample``) of ``n_init`` seeded k-means++ seedings."""
+    from sklearn.cluster import kmeans_plusplus
+
+    state = np.random.RandomState(seed)
+    best, best_inertia = None, math.inf
+    for _ in range(n_init):
+        centers, _ = kmeans_plusplus(sample, n_clusters, random_state=state)
+        inertia = float(squared_distances(sample, centers).sum())
+        if inertia < best_inertia:
+            best, best_inertia = centers, inertia
+    return best.astype(np.float32)
+
+
+def fit_kmeans(frames: TrainingFrames, init_sample: np.ndarray, n_clusters: int, seed: int,
+               batch_size: int = 10000, max_iter: int = 100, n_init: int = 3,
+               num_threads: int = 1) -> Tuple[np.ndarray, float, dict]:
+    """Mini-batch k-means over ``frames``, streamed: k-means++ seeding (``n_init`` tries) on
+    ``init_sample`` (a sample of the frames), then passes of ``MiniBatchKMeans.partial_fit``
+    over mini-batches of ``batch_size`` frames, each pass in its own seeded order of the
+    utterances, until a pass gains less than ``TOL`` (relative) or ``max_iter`` passes.
+    Returns the centers (float32), the inertia over every training frame (sum of squared
+    distances to the nearest center, one more streamed pass) and the training figures.
 
     A seed gives the same centers again on the same machine and BLAS; another CPU (or
     ``OPENBLAS_CORETYPE``) picks other BLAS kernels, which moves them in the fifth digit.
@@ -166,32 +249,52 @@ def fit_kmeans(frames: np.ndarray, n_clusters: int, seed: int, batch_size: int =
 
     if n_clusters < 1:
         raise TokenError(f"n_clusters must be positive, got {n_clusters}")
-    if len(frames) < n_clusters:
-        raise TokenError(f"only {len(frames)} training frames for {n_clusters} clusters: "
+    if frames.total < n_clusters:
+        raise TokenError(f"only {frames.total} training frames for {n_clusters} clusters: "
                          "raise --portion or --max_frames, or lower --n_clusters")
-    km = MiniBatchKMeans(n_clusters=n_clusters, init="k-means++", batch_size=batch_size,
-                         max_iter=max_iter, n_init=n_init, random_state=seed,
-                         compute_labels=True)
+    if batch_size < n_clusters and frames.total > batch_size:
+        raise TokenError(f"batch_size {batch_size} is below n_clusters {n_clusters}: the first "
+                         "mini-batch must hold a frame per center")
     with threadpool_limits(num_threads):
-        km.fit(frames)
-    return km.cluster_centers_.astype(np.float32), float(km.inertia_)
+        centers = seed_centers(init_sample, n_clusters, seed, n_init)
+        km = MiniBatchKMeans(n_clusters=n_clusters, init=centers, n_init=1,
+                             batch_size=batch_size, random_state=seed, compute_labels=False)
+        steps, passes, stopped, previous = 0, 0, False, math.inf
+        while passes < max_iter and not stopped:
+            distance = 0.0  # of each batch to the centers it is about to update
+            for batch in frames.batches(batch_size, np.random.default_rng([seed, 2, passes])):
+                distance += float(squared_distances(batch, centers).sum())
+                km.partial_fit(batch)
+                centers = km.cluster_centers_
+                steps += 1
+            passes += 1
+            stopped = previous - distance < TOL * previous
+            previous = distance
+        centers = km.cluster_centers_.astype(np.float32)
+        inertia = float(sum(squared_distances(m, centers).sum() for m in frames.matrices()))
+    figures = {"init_frames": int(len(init_sample)), "passes": passes, "mini_batches": steps,
+               "converged": stopped}
+    return centers, inertia, figures
 
 
 def learn(scp_path: str, n_clusters: int, portion: float = 0.1, seed: int = 0,
           max_frames: int = 0, batch_size: int = 10000, max_iter: int = 100,
           n_init: int = 3, num_threads: int = 1) -> KMeansModel:
-    frames, used = training_frames(scp_path, portion, seed, max_frames)
-    centers, inertia = fit_kmeans(frames, n_clusters, seed, batch_size, max_iter, n_init,
-                                  num_threads)
+    """Learns k-means centers on a seeded sample of the utterances of ``scp_path``, out of
+    core (see ``fit_kmeans``)."""
+    init_size = INIT_BATCHES * max(batch_size, n_clusters)
+    frames, sample = training_frames(scp_path, portion, seed, max_frames, init_size)
+    centers, inertia, figures = fit_kmeans(frames, sample, n_clusters, seed, batch_size,
+                                           max_iter, n_init, num_threads)
     import sklearn
 
     settings = {
         "n_clusters": n_clusters, "portion": portion, "seed": seed, "max_frames": max_frames,
         "batch_size": batch_size, "max_iter": max_iter, "n_init": n_init,
-        "num_threads": num_threads, "dim": int(frames.shape[1]),
-        "num_frames": int(len(frames)), "num_utts": len(used),
-        "num_utts_in_scp": len(read_scp_table(scp_path)),
-        "inertia": inertia, "inertia_per_frame": inertia / len(frames),
+        "num_threads": num_threads, "dim": frames.dim,
+        "num_frames": frames.total, "num_utts": frames.num_utts,
+        "num_utts_in_scp": len(feature_table(scp_path)), **figures,
+        "inertia": inertia, "inertia_per_frame": inertia / frames.total,
         "source_scp": os.path.abspath(scp_path), "sklearn_version": sklearn.__version__,
     }
     return KMeansModel(centers, settings)
@@ -305,40 +408,43 @@ def assign_utterances(items: Iterable[Tuple[str, np.ndarray]], centers: np.ndarr
         yield from flush()
 
 
-# ----------------------------------------------------------------------------- checks, summary
+# ----------------------------------------------------------------------------- summary
 
-def check_tokens(tokens_scp: str, tokens_txt: str, reference: Sequence[str],
-                 frames: Dict[str, int], n_clusters: int) -> np.ndarray:
-    """Checks the merged outputs; returns the token counts per cluster (length K).
+class TokenUsage:
+    """What the merge learns of a k-means token stream while it validates it: every token must
+    be a center of the model, in [0, K); counts per center, and runs of repeated tokens (the
+    sequence after merging repeats, as unit-based speech models use it)."""
 
-    ``tokens_scp`` and ``tokens_txt`` hold the ``reference`` ids in that order, one line each;
-    every vector is int32 with ``frames[id]`` tokens, all in [0, K), equal to its text line.
-    """
-    counts = np.zeros(n_clusters, dtype=np.int64)
-    with open(tokens_txt, encoding="utf-8") as txt:
-        text_lines = [line.rstrip("\n") for line in txt]
-    scp_keys = list(read_table(tokens_scp))  # raises on a duplicate id
-    txt_keys = [line.split(" ", 1)[0] for line in text_lines]
-    for path, keys in ((tokens_scp, scp_keys), (tokens_txt, txt_keys)):
-        if keys != list(reference):
-            first = next((i for i, (a, b) in enumerate(zip(keys, reference)) if a != b),
-                         min(len(keys), len(reference)))
-            raise TokenError(f"{path}: ids differ from the features' at line {first + 1} "
-                             f"({len(keys)} ids, {len(reference)} expected)")
-    for (key, vector), line in zip(kaldiio.load_scp_sequential(tokens_scp), text_lines):
-        vector = np.asarray(vector)
-        if vector.dtype != np.int32 or vector.ndim != 1:
-            raise TokenError(f"{tokens_scp}: '{key}' is {vector.dtype} of shape {vector.shape}, "
-                             "not an int32 vector")
-        if len(vector) != frames[key]:
-            raise TokenError(f"{tokens_scp}: '{key}' has {len(vector)} tokens for "
-                             f"{frames[key]} frames")
-        if len(vector) and (vector.min() < 0 or vector.max() >= n_clusters):
-            raise TokenError(f"{tokens_scp}: '{key}' has tokens outside [0, {n_clusters})")
-        if line.split()[1:] != [str(t) for t in vector]:
-            raise TokenError(f"{tokens_txt}: the line of '{key}' differs from {tokens_scp}")
-        counts += np.bincount(vector, minlength=n_clusters)
-    return counts
+    def __init__(self, scp_path: str, n_clusters: int):
+        self.scp_path = scp_path
+        self.counts = np.zeros(n_clusters, dtype=np.int64)
+        self.utterances = 0
+        self.runs = 0
+
+    def add(self, key: str, tokens: np.ndarray) -> None:
+        if tokens.ndim != 1:
+            raise TokenError(f"{self.scp_path}: '{key}' is not a token sequence (shape "
+                             f"{tokens.shape})")
+        k = len(self.counts)
+        if len(tokens) and (tokens.min() < 0 or tokens.max() >= k):
+            raise TokenError(f"{self.scp_path}: '{key}' has tokens outside [0, {k})")
+        self.counts += np.bincount(tokens, minlength=k)
+        self.utterances += 1
+        self.runs += int(np.count_nonzero(tokens[1:] != tokens[:-1])) + 1 if len(tokens) else 0
+
+    def summary(self, what: str, km_dir: str, wall_seconds: float) -> List[str]:
+        """The lines the token stage prints: sizes, usage of the clusters, throughput."""
+        total = int(self.counts.sum())
+        k = len(self.counts)
+        stats = usage_stats(self.counts)
+        return [f"{what}: {self.utterances} utterances, {total} frames/tokens, K={k} "
+                f"(centers of {km_dir})",
+                f"token usage: {stats['used']}/{k} clusters used, entropy "
+                f"{stats['entropy_bits']:.3f} bits (max {stats['max_entropy_bits']:.3f}), "
+                f"perplexity {stats['perplexity']:.1f}; {self.runs} tokens after merging "
+                f"repeats (mean run {total / max(self.runs, 1):.2f} frames)",
+                f"{total} tokens in {wall_seconds:.1f} s wall time "
+                f"({total / wall_seconds:.0f} tokens/s)"]
 
 
 def usage_stats(counts: np.ndarray) -> dict:

@@ -20,7 +20,7 @@ def read_pairs(path):
 
 
 def make_data_dir(dest: Path, keep=None) -> Path:
-    """The sample corpus as a data dir with absolute wav.scp paths (optionally only ``keep`` ids)."""
+    """The sample corpus as a data dir with absolute wav.scp paths (optionally only ``keep``)."""
     dest.mkdir(parents=True, exist_ok=True)
     wanted = (lambda key: key in keep) if keep is not None else (lambda key: True)
     for name in ("wav.scp", "utt2spk", "text", "utt2dur"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from speechdump.align import AlignmentError, align, merge_scps, require_complete, validate_scp
+from speechdump.kaldi_io import write_ark_scp
 from speechdump.speaker import speaker_means
-from speechdump.storage import write_ark_scp
 
 
 def test_merge_refuses_an_id_in_two_jobs(tmp_path):

@@ -1,4 +1,4 @@
-"""wav.scp entry forms, audio formats, mono policy, errors and the resampler cache, on real speech."""
+"""wav.scp entry forms, audio formats, mono policy, errors and resampler cache, on real speech."""
 
 import threading
 
@@ -53,7 +53,8 @@ def test_stereo_is_averaged_to_mono():
 @pytest.mark.parametrize("channels", [1, 2, 3, 6])
 def test_downmix_is_the_mean_over_channels(channels):
     stereo, _ = soundfile.read(AUDIO / "jfk-inaugural1961.flac", dtype="float32")
-    samples = np.ascontiguousarray(np.tile(stereo, 3)[:, :channels] * np.arange(1, channels + 1, dtype=np.float32))
+    gains = np.arange(1, channels + 1, dtype=np.float32)
+    samples = np.ascontiguousarray(np.tile(stereo, 3)[:, :channels] * gains)
     mono = downmix(samples)
     assert mono.dtype == np.float32 and mono.shape == (len(samples),)
     np.testing.assert_array_equal(mono, samples.mean(axis=1))

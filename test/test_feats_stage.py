@@ -19,7 +19,8 @@ def test_fbank_nj_invariance_and_frame_counts(tmp_path, stage_env):
     runs = {}
     for nj in (1, 3):
         out = tmp_path / f"nj{nj}"
-        proc = run_feats_stage(["--toolkit", "fbank", "--num_mel_bins", 40, "--nj", nj, data, out],
+        proc = run_feats_stage(["--toolkit", "fbank", "--extractor_opts", "--num_mel_bins 40",
+                                "--nj", nj, data, out],
                                stage_env)
         assert f"{out}/feats.scp: {len(text_ids)} matrices of dimension 40" in proc.stdout
         runs[nj] = load(out / "feats.scp")
@@ -36,7 +37,7 @@ def test_fbank_nj_invariance_and_frame_counts(tmp_path, stage_env):
 def test_mfcc_options_and_float16_storage(tmp_path, stage_env):
     data = make_data_dir(tmp_path / "data", keep=SUBSET)
     out = tmp_path / "mfcc"
-    run_feats_stage(["--toolkit", "mfcc", "--num_ceps", 20, "--num_mel_bins", 30,
+    run_feats_stage(["--toolkit", "mfcc", "--extractor_opts", "--num_ceps 20 --num_mel_bins 30",
                      "--dtype", "float16", "--tag", "mfcc20", "--nj", 2, data, out], stage_env)
     matrices = load(out / "mfcc20.scp")
     assert all(m.shape[1] == 20 and m.dtype == np.float16 for _, m in matrices)
@@ -59,7 +60,8 @@ def test_unknown_option_for_the_toolkit_is_named(tmp_path, stage_env):
     data = make_data_dir(tmp_path / "data", keep=SUBSET)
     proc = run_feats_stage(["--toolkit", "fbank", "--model", "/some/model", "--nj", 1, data,
                             tmp_path / "out"], stage_env, check=False)
-    assert proc.returncode != 0 and "fbank features need no model" in proc.stderr
+    assert proc.returncode != 0 and "fbank takes no model" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_kaldi_compression_is_lossy_within_its_documented_bound(tmp_path, stage_env):
@@ -83,7 +85,8 @@ def test_ssl_layers_nj_invariance(tmp_path, stage_env):
     runs = {}
     for nj in (1, 3):
         out = tmp_path / f"nj{nj}"
-        run_feats_stage(["--toolkit", "ssl", "--model", model, "--layers", "0,2", "--nj", nj,
+        run_feats_stage(["--toolkit", "ssl", "--model", model, "--extractor_opts", "--layers 0,2",
+                         "--nj", nj,
                          data, out], stage_env)
         runs[nj] = {layer: load(out / f"feats_layer{layer}.scp") for layer in (0, 2)}
         frames = dict(read_pairs(out / "utt2num_frames"))

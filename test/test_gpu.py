@@ -83,7 +83,7 @@ def test_stages_on_cuda_match_the_cpu(tmp_path, stage_env):
     ecapa = build_speechbrain_model.build(tmp_path / "ecapa", "ecapa")
     hubert = build_ssl_model.build(tmp_path / "hubert", "hubert", "group")
     stages = {"speechbrain": (run_stage, ["--toolkit", "speechbrain", "--model", ecapa]),
-              "ssl": (run_feats_stage, ["--model", hubert, "--layers", "2"])}
+              "ssl": (run_feats_stage, ["--model", hubert, "--extractor_opts", "--layers 2"])}
     for toolkit, (stage, args) in stages.items():
         outputs = {}
         for device, nj in (("cpu", 1), ("cuda", 2)):

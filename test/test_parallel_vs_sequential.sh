@@ -7,7 +7,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${python:-$root/tools/venv/bin/python}
-export PATH="$(dirname "$python"):$root/utils:$PATH" LC_ALL=C PYTHONUNBUFFERED=1
+PATH="$(dirname "$python"):$root/utils:$PATH"
+export PATH LC_ALL=C PYTHONUNBUFFERED=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from speechdump import engine
 from speechdump.data import Utterance
 from speechdump.extractors import load_extractor
+from speechdump.kaldi_io import write_ark_scp
 from speechdump.readers import ScpDataset, ScpReadError, collate_padded, speechbrain_item
-from speechdump.storage import write_ark_scp
 
 
 @pytest.fixture(scope="module")

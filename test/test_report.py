@@ -48,3 +48,38 @@ def test_summary_and_figure(tmp_path):
     png = tmp_path / "r.png"
     plot(vectors, utt2spk, {s: c for s, c in centres.items()}, "title", str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_summary_of_one_speaker_has_no_eer_and_says_why(tmp_path):
+    """A single-speaker TTS corpus: same-speaker statistics only, the figure still drawn."""
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=16)
+    vectors = {f"lj-{i}": centre + 0.1 * rng.normal(size=16) for i in range(5)}
+    utt2spk = {utt: "lj" for utt in vectors}
+    report = summarize(vectors, utt2spk)
+    assert (report.utterances, report.speakers, report.eer, report.diff) == (5, 1, None, None)
+    assert report.same[3] == 10
+    text = report.text().splitlines()
+    assert text[1] == "EER: not computed: EER needs two speakers or more; this set has 1 " \
+                      "(5 utterances)"
+    assert text[2].startswith("same-speaker cosine:      mean ") and text[2].endswith("(10 pairs)")
+    assert text[3] == "different-speaker cosine: no pairs (one speaker)"
+    png = tmp_path / "one.png"
+    plot(vectors, utt2spk, {"lj": centre}, "one speaker", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_of_one_utterance_per_speaker_and_of_one_utterance(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors = {f"s{i}-0": rng.normal(size=8) for i in range(3)}
+    utt2spk = {utt: utt[:2] for utt in vectors}
+    report = summarize(vectors, utt2spk)
+    assert (report.eer, report.same, report.diff[3]) == (None, None, 3)
+    assert "EER: not computed: EER needs a speaker with two utterances or more" in report.text()
+    assert "same-speaker cosine:      no pairs (no speaker has two utterances)" in report.text()
+    one = {"s0-0": vectors["s0-0"]}
+    report = summarize(one, utt2spk)
+    assert (report.utterances, report.same, report.diff) == (1, None, None)
+    png = tmp_path / "single.png"
+    plot(one, utt2spk, {"s0": one["s0-0"]}, "one utterance", str(png))
+    assert png.stat().st_size > 0

@@ -79,7 +79,8 @@ echo 4242
 
 FAKE_SCONTROL = r"""#!/usr/bin/env bash
 for t in ${FAKE_SKIP:-}; do
-    echo "JobId=$((5000 + t)) ArrayJobId=4242 ArrayTaskId=$t JobName=x JobState=TIMEOUT Reason=TimeLimit Dependency=(null) ExitCode=0:15"
+    echo "JobId=$((5000 + t)) ArrayJobId=4242 ArrayTaskId=$t JobName=x JobState=TIMEOUT" \
+        "Reason=TimeLimit Dependency=(null) ExitCode=0:15"
 done
 """
 
@@ -230,7 +231,8 @@ def test_task_ended_by_scheduler_is_failed_with_reason(fake):
 
 def test_rejected_submission_fails_with_sbatch_message(fake):
     env, work, _ = fake
-    env = dict(env, FAKE_SBATCH_FAIL="Batch job submission failed: More processors requested than permitted")
+    env = dict(env, FAKE_SBATCH_FAIL="Batch job submission failed: "
+                                     "More processors requested than permitted")
     res = run([SLURM_PL, "JOB=1:2", "log/x.JOB.log", "true"], env=env, cwd=work)
     assert res.returncode == 1
     assert "More processors requested than permitted" in res.stderr
@@ -240,7 +242,8 @@ def test_usage_errors(fake):
     env, work, _ = fake
     res = run([SLURM_PL, "JOB=1:2", "log/x.log", "true"], env=env, cwd=work)
     assert res.returncode == 1 and "does not contain 'JOB'" in res.stderr
-    res = run([SLURM_PL, "--max-jobs-run", "0", "JOB=1:2", "log/x.JOB.log", "true"], env=env, cwd=work)
+    res = run([SLURM_PL, "--max-jobs-run", "0", "JOB=1:2", "log/x.JOB.log", "true"],
+              env=env, cwd=work)
     assert res.returncode == 1
     res = run([SLURM_PL, "log/x.log"], env=env, cwd=work)
     assert res.returncode == 1 and "Usage" in res.stderr
@@ -315,7 +318,8 @@ def test_cluster_max_jobs_run_one_at_a_time(cluster, tmp_path):
                "date", "+%s.%N", ">>", tmp_path / "t.JOB"],
               env=cluster, cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
-    spans = sorted(tuple(map(float, (tmp_path / f"t.{j}").read_text().split())) for j in range(1, 4))
+    spans = sorted(tuple(map(float, (tmp_path / f"t.{j}").read_text().split()))
+                   for j in range(1, 4))
     for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
         assert s2 >= e1, f"tasks overlapped: {spans}"
 
@@ -385,15 +389,17 @@ def test_cluster_cancelled_task_reported_with_reason(cluster, tmp_path):
     assert err[-1] == f"slurm.pl: 1 / 2 failed, log is in {tmp_path}/log/x.2.log"
     assert any("JOB=2" in e and "CANCELLED" in e for e in err[:-1]), err
     assert "CANCELLED" in (tmp_path / "log/x.2.log").read_text()
-    check_log(tmp_path / "log/x.1.log", "if [ 1 = 2 ]; then touch %s/started ; sleep 300; fi" % tmp_path, 0)
+    check_log(tmp_path / "log/x.1.log",
+              "if [ 1 = 2 ]; then touch %s/started ; sleep 300; fi" % tmp_path, 0)
 
 
 @pytest.mark.skipif(not os.environ.get("SPEECHDUMP_SLURM_SLOW"),
-                    reason="takes ~80 s (Slurm's shortest time limit is 1 minute, checked every 30 s); "
-                           "set SPEECHDUMP_SLURM_SLOW=1")
+                    reason="takes ~80 s (Slurm's shortest time limit is 1 minute, "
+                           "checked every 30 s); set SPEECHDUMP_SLURM_SLOW=1")
 def test_cluster_time_limit_reported(cluster, tmp_path):
     res = run([SLURM_PL, "--time", "1", "JOB=1:2", tmp_path / "log/x.JOB.log",
-               "[", "JOB", "=", "1", "]", "||", "sleep", "300"], env=cluster, cwd=tmp_path, timeout=200)
+               "[", "JOB", "=", "1", "]", "||", "sleep", "300"],
+              env=cluster, cwd=tmp_path, timeout=200)
     assert res.returncode == 1
     err = res.stderr.splitlines()
     assert err[-1] == f"slurm.pl: 1 / 2 failed, log is in {tmp_path}/log/x.2.log"
@@ -409,7 +415,8 @@ def test_cluster_gpu_tasks_see_their_own_gpu(cluster, tmp_path):
     ngpu = int(m.group(1))
     n = max(2, ngpu)
     res = run([SLURM_PL, "--gpu", "1", f"JOB=1:{n}", tmp_path / "log/x.JOB.log",
-               "echo", "${CUDA_VISIBLE_DEVICES-unset}", ">", tmp_path / "cvd.JOB", ";", "sleep", "2"],
+               "echo", "${CUDA_VISIBLE_DEVICES-unset}", ">", tmp_path / "cvd.JOB",
+               ";", "sleep", "2"],
               env=cluster, cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     seen = [(tmp_path / f"cvd.{j}").read_text().strip() for j in range(1, n + 1)]

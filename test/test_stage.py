@@ -22,7 +22,7 @@ def load(scp):
 
 @pytest.fixture(scope="module")
 def nj_runs(tmp_path_factory, stage_env):
-    """The full sample corpus extracted with --nj 1 and --nj 3 (relative paths, run from its dir)."""
+    """The full sample corpus extracted with --nj 1 and --nj 3 (relative paths, run in its dir)."""
     base = tmp_path_factory.mktemp("nj")
     make_data_dir(base / "data")
     runs = {}
@@ -34,7 +34,8 @@ def nj_runs(tmp_path_factory, stage_env):
 
 def test_nj_does_not_change_keys_order_or_values(nj_runs, monkeypatch):
     base, runs = nj_runs
-    monkeypatch.chdir(base)  # ark paths in the scps are relative to where the stage ran, as in Kaldi
+    # ark paths in the scps are relative to where the stage ran, as in Kaldi
+    monkeypatch.chdir(base)
     for name in ("resemblyzer.scp", "spk_resemblyzer.scp"):
         one, three = load(runs[1][0] / name), load(runs[3][0] / name)
         assert [k for k, _ in one] == [k for k, _ in three]
@@ -152,10 +153,12 @@ def _with_bad_files(tmp_path):
     (bad / "truncated.flac").write_bytes(flac[:60])  # cut inside the stream info
     samples[1000:1010] = np.nan
     soundfile.write(bad / "nan.wav", samples, rate, subtype="FLOAT")
-    entries = {"arctic-aew-b-corrupt": bad / "corrupt.wav", "arctic-aew-c-empty": bad / "empty.flac",
+    entries = {"arctic-aew-b-corrupt": bad / "corrupt.wav",
+               "arctic-aew-c-empty": bad / "empty.flac",
                "arctic-aew-d-blip": bad / "blip.wav", "arctic-aew-e-missing": bad / "missing.wav",
                "arctic-aew-f-pipe-fails": "false |", "arctic-aew-g-pipe-silent": "true |",
-               "arctic-aew-h-truncated": bad / "truncated.flac", "arctic-aew-i-nan": bad / "nan.wav"}
+               "arctic-aew-h-truncated": bad / "truncated.flac",
+               "arctic-aew-i-nan": bad / "nan.wav"}
     for name in ("wav.scp", "utt2spk", "text"):
         lines = (data / name).read_text().splitlines()
         value = {"wav.scp": None, "utt2spk": "arctic-aew", "text": "SOME TEXT"}[name]
@@ -199,7 +202,8 @@ def test_batch_seconds_does_not_change_outputs(tmp_path, stage_env):
     data = make_data_dir(tmp_path / "data", keep=SHORT)
     runs = {}
     for seconds in (1, 30, 300):
-        run_stage(["--nj", 1, "--batch_seconds", seconds, data, tmp_path / f"b{seconds}"], stage_env)
+        run_stage(["--nj", 1, "--batch_seconds", seconds, data, tmp_path / f"b{seconds}"],
+                  stage_env)
         runs[seconds] = load(tmp_path / f"b{seconds}" / "resemblyzer.scp")
     for seconds in (1, 30):
         assert [k for k, _ in runs[seconds]] == [k for k, _ in runs[300]]
@@ -283,7 +287,7 @@ def test_a_device_that_is_not_there_fails_naming_it(tmp_path, stage_env):
     env = dict(stage_env, CUDA_VISIBLE_DEVICES="")
     proc = run_stage(["--nj", 2, "--device", "cuda:0", data, tmp_path / "out"], env, check=False)
     assert proc.returncode != 0
-    assert ("ERROR: resemblyzer: --device cuda:0: no CUDA device is visible to this job "
+    assert ("ERROR: --device cuda:0: no CUDA device is visible to this job "
             "(CUDA_VISIBLE_DEVICES=)") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "resemblyzer.scp").exists()

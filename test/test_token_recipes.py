@@ -1,5 +1,6 @@
 """The sample ssl1 and tok1 recipes end to end: features -> k-means -> tokens, in --nj jobs."""
 
+import json
 import subprocess
 
 import kaldiio
@@ -27,10 +28,19 @@ def test_tok1_fbank_kmeans_tokens(tmp_path, stage_env):
     out = tmp_path / "dump" / "tokens_fbank_16" / "sample"
     lines = [line.split() for line in (out / "tokens").read_text().splitlines()]
     assert [line[0] for line in lines] == TEXT_IDS  # aligned with the data dir's text
-    for (utt, *tokens), (key, vector) in zip(lines, kaldiio.load_scp_sequential(str(out / "tokens.scp"))):
+    vectors = kaldiio.load_scp_sequential(str(out / "tokens.scp"))
+    for (utt, *tokens), (key, vector) in zip(lines, vectors):
         assert key == utt and vector.dtype == np.int32
         assert [int(t) for t in tokens] == vector.tolist()
         assert len(tokens) == len(feats[utt]) and 0 <= vector.min() and vector.max() < 16
+    # The tokens keep the frame shift of the features they were made of (the feature stage's
+    # meta.json), as the record of their own stage.
+    fbank = json.loads((tmp_path / "dump/fbank/sample/meta.json").read_text())
+    assert [s["frame_shift"] for s in fbank["streams"]] == [0.01]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["streams"] == [{"stem": "tokens", "name": "", "kind": "int", "shape": "tokens",
+                                "frame_shift": 0.01, "dim": None, "exact": False}]
+    assert meta["utterances"] == len(TEXT_IDS)
 
 
 def test_ssl1_every_layer_of_a_local_model(tmp_path, stage_env):

@@ -3,6 +3,11 @@ real speech samples."""
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import kaldiio
 import numpy as np
@@ -10,11 +15,12 @@ import pytest
 import torch
 import torchaudio
 
-from conftest import read_pairs, run_stage
+from conftest import REPO, read_pairs, run_stage
 from speechdump.audio import ResamplerCache, load_audio
 from speechdump.data import Utterance
-from speechdump.storage import write_ark_scp
-from speechdump.tokens import TokenError, assign, load_model, num_frames, sample_keys
+from speechdump.errors import TokenError
+from speechdump.kaldi_io import num_frames, write_ark_scp
+from speechdump.tokens import _Reservoir, assign, learn, load_model, sample_keys
 
 K = 32
 
@@ -85,12 +91,12 @@ def test_same_seed_same_centers_other_seed_differs(models, feats):
 def test_training_runs_as_a_job_of_the_launcher(models, feats, stage_env, cluster, tmp_path):
     """--cmd slurm.pl trains on the local cluster: the same centers as run.pl, its log kept."""
     base, procs = models
-    assert "learn_kmeans.py --n_clusters" in (base / "a" / "log" / "learn_kmeans.log").read_text()
+    assert "learn_kmeans.py --n_clusters" in (base / "a" / "log" / "learn_kmeans.1.log").read_text()
     proc = run_script("learn_kmeans.sh", ["--cmd", "slurm.pl", "--n_clusters", K, "--portion",
                                           0.5, "--seed", 1, feats[0], tmp_path / "km"],
                       dict(cluster, **stage_env))
     assert f"{K} centers of dimension 40" in proc.stdout
-    log = (tmp_path / "km" / "log" / "learn_kmeans.log").read_text()
+    log = (tmp_path / "km" / "log" / "learn_kmeans.1.log").read_text()
     assert "# Ended (code 0)" in log
     # slurm.pl exports only PATH to the job, as Kaldi's does, so a BLAS setting of this
     # shell (OPENBLAS_CORETYPE) may not reach it: equal up to BLAS kernel rounding.
@@ -161,7 +167,8 @@ def test_rerun_skips_finished_jobs_and_redoes_a_lost_one(dumps, feats, models, s
     base, _ = dumps
     out = base / "out3"
     before = (out / "tokens").read_text()
-    os.remove(out / "split3" / "tokens.2.scp")  # as if job 2 had been killed before finishing
+    for name in ("done.2", "tokens.2.scp"):  # as if job 2 had been killed before finishing
+        os.remove(out / "split3" / name)
     run_script("dump_tokens.sh", ["--nj", 3, feats[0], models[0] / "a", out], stage_env)
     assert "nothing to do" in (out / "log" / "dump_tokens.1.log").read_text()
     assert "nothing to do" not in (out / "log" / "dump_tokens.2.log").read_text()
@@ -229,3 +236,234 @@ def test_a_gpu_that_is_not_there_fails_naming_it(tmp_path, feats, models, stage_
     assert ("--device cuda:0: no CUDA device is visible to this job (CUDA_VISIBLE_DEVICES=)"
             in proc.stderr)
     assert not (tmp_path / "out" / "tokens").exists()
+
+
+# --------------------------------------------------------------------------- the stage's machinery
+
+SLOW = ["--nj", "2", "--batch_frames", "1"]  # a distance matmul per frame: seconds per utterance
+
+
+@pytest.fixture(scope="module")
+def slow_feats(tmp_path_factory, feats):
+    """A feats.scp whose first half (job 1 of 2) is the real utterances and whose second half
+    (job 2) points 13 times at one long record of them all, repeated: with --batch_frames 1,
+    job 1 finishes in a moment and job 2 takes tens of seconds."""
+    base = tmp_path_factory.mktemp("slow")
+    _, matrices = feats
+    short = {f"a-{i:03d}": m for i, m in enumerate(list(matrices.values())[:13])}
+    long = np.concatenate(list(matrices.values()) * 4)
+    write_ark_scp(str(base / "short.ark"), str(base / "short.scp"), short)
+    write_ark_scp(str(base / "long.ark"), str(base / "long.scp"), {"b": long})
+    location = (base / "long.scp").read_text().split()[1]
+    lines = (base / "short.scp").read_text().splitlines()
+    lines += [f"b-{i:03d} {location}" for i in range(13)]
+    (base / "feats.scp").write_text("\n".join(lines) + "\n")
+    return base / "feats.scp"
+
+
+def start_dump(scp, km, out, env, args=SLOW):
+    return subprocess.Popen([str(REPO / "scripts" / "dump_tokens.sh"), *args, str(scp), str(km),
+                             str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(predicate, seconds=120):
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def token_workers(out):
+    found = subprocess.run(["pgrep", "-f", f"dump_tokens.py job .*{out}/split2"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def test_sigterm_stops_the_jobs_and_the_rerun_resumes(tmp_path, slow_feats, models, stage_env):
+    km = models[0] / "a"
+    reference = tmp_path / "reference"
+    run_script("dump_tokens.sh", ["--nj", 2, slow_feats, km, reference], stage_env)
+    out = tmp_path / "out"
+    stage = start_dump(slow_feats, km, out, stage_env)
+    ark2 = out / "split2" / "tokens.2.ark"
+    wait_for(lambda: (out / "split2" / "done.1").exists() and ark2.exists()
+             and ark2.stat().st_size > 0)
+    assert token_workers(out)
+    stage.send_signal(signal.SIGTERM)
+    output, _ = stage.communicate(timeout=60)
+    assert stage.returncode != 0
+    assert "interrupted: stopping the jobs" in output
+    wait_for(lambda: not token_workers(out), seconds=30)  # no job left running
+    assert not (out / "tokens.scp").exists() and not (out / "tokens").exists()
+    assert not (out / "split2" / "done.2").exists()
+    assert not (out / "split2" / "tokens.2.scp").exists()
+
+    proc = run_script("dump_tokens.sh", ["--nj", 2, slow_feats, km, out], stage_env)
+    assert "tokens/s" in proc.stdout
+    assert "nothing to do" in (out / "log" / "dump_tokens.1.log").read_text()
+    assert "nothing to do" not in (out / "log" / "dump_tokens.2.log").read_text()
+    assert (out / "tokens").read_text() == (reference / "tokens").read_text()
+    assert (out / "utt2num_frames").read_text() == (reference / "utt2num_frames").read_text()
+    ours = list(kaldiio.load_scp_sequential(str(out / "tokens.scp")))
+    theirs = list(kaldiio.load_scp_sequential(str(reference / "tokens.scp")))
+    assert [k for k, _ in ours] == [k for k, _ in theirs] == [k for k, _ in read_pairs(slow_feats)]
+    assert all(a.dtype == np.int32 and np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs))
+
+
+def test_a_second_token_stage_on_the_same_out_dir_is_refused(tmp_path, slow_feats, models,
+                                                             stage_env):
+    km = models[0] / "a"
+    out = tmp_path / "out"
+    first = start_dump(slow_feats, km, out, stage_env)
+    try:
+        wait_for(lambda: bool(token_workers(out)))
+        second = run_script("dump_tokens.sh", [*SLOW, slow_feats, km, out], stage_env,
+                            check=False)
+        assert second.returncode == 1
+        assert f"another stage is writing {out}" in second.stderr
+        assert first.poll() is None  # the first one goes on
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.communicate(timeout=60)
+
+
+def test_a_failing_job_says_why_on_the_console(tmp_path, feats, models, stage_env):
+    """Job 2's part holds a matrix with NaN: the stage fails with job 2's reason."""
+    scp, matrices = feats
+    broken = dict(matrices)
+    key = list(broken)[20]
+    broken[key] = broken[key].copy()
+    broken[key][5, 3] = np.nan
+    write_ark_scp(str(tmp_path / "f.ark"), str(tmp_path / "f.scp"), broken)
+    out = tmp_path / "out"
+    proc = run_script("dump_tokens.sh", ["--nj", 2, tmp_path / "f.scp", models[0] / "a", out],
+                      stage_env, check=False)
+    assert proc.returncode == 1
+    assert "dump_tokens jobs failed; what they said:" in proc.stderr
+    assert (f"job 2 ({out}/log/dump_tokens.2.log): ERROR: {out}/split2/feats.2.scp: '{key}' "
+            "holds NaN or Inf") in proc.stderr
+    assert "job 1 (" not in proc.stderr  # job 1 finished: not reported
+    assert (out / "split2" / "done.1").exists() and not (out / "split2" / "done.2").exists()
+    assert not (out / "tokens.scp").exists()
+
+
+def test_features_of_another_dimension_are_refused_before_any_job(tmp_path, feats, models,
+                                                                  stage_env):
+    _, matrices = feats
+    write_ark_scp(str(tmp_path / "f.ark"), str(tmp_path / "f.scp"),
+                  {k: m[:, :20] for k, m in matrices.items()})
+    out = tmp_path / "out"
+    proc = run_script("dump_tokens.sh", [tmp_path / "f.scp", models[0] / "a", out], stage_env,
+                      check=False)
+    assert proc.returncode == 1
+    first = next(iter(matrices))
+    assert (f"ERROR: {tmp_path}/f.scp: '{first}' has dimension 20, the centers in "
+            f"{models[0] / 'a'} have 40") in proc.stderr
+    assert "nothing was written" in proc.stderr and not out.exists()
+
+
+def test_the_merge_refuses_jobs_of_other_centers(tmp_path, dumps, feats, models):
+    base, _ = dumps
+    split = tmp_path / "split3"
+    shutil.copytree(base / "out3" / "split3", split)
+    record = json.loads((split / "done.2").read_text())
+    record["config"]["centers_sha1"] = "0" * 40
+    (split / "done.2").write_text(json.dumps(record))
+    merge = [sys.executable, str(REPO / "pyscripts" / "merge_outputs.py"), "--tag", "tokens",
+             "--nj", "3", "--reference", str(feats[0]), "--kmeans", str(models[0] / "a"),
+             str(split), str(tmp_path / "out")]
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run(merge, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert (f"ERROR: job 2 in {split} ran with another config than job 1 (centers_sha1 differ)"
+            in proc.stderr)
+    for job in (1, 2, 3):  # all three of other centers: refused against the model
+        (split / f"done.{job}").write_text(json.dumps(record))
+    proc = subprocess.run(merge, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert (f"ERROR: the jobs in {split} were not made with the centers of {models[0] / 'a'}"
+            in proc.stderr)
+    assert not (tmp_path / "out" / "tokens.scp").exists()
+    # The right centers, but a token that is none of them: refused, and no scp left behind.
+    shutil.rmtree(split)
+    shutil.copytree(base / "out1" / "split1", tmp_path / "split1")
+    split = tmp_path / "split1"
+    tokens = dict(kaldiio.load_scp_sequential(str(split / "tokens.1.scp")))
+    key = list(tokens)[7]
+    tokens[key] = tokens[key].copy()
+    tokens[key][3] = K
+    write_ark_scp(str(split / "tokens.1.ark"), str(split / "tokens.1.scp"), tokens)
+    merge[merge.index("--nj") + 1] = "1"
+    merge[-2] = str(split)
+    proc = subprocess.run(merge, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"ERROR: {tmp_path}/out/tokens.scp: '{key}' has tokens outside [0, {K})" in proc.stderr
+    assert not (tmp_path / "out" / "tokens.scp").exists()
+
+
+def test_the_job_records_and_the_merged_record(dumps, models):
+    base, _ = dumps
+    sha1 = load_model(str(models[0] / "a")).settings["centers_sha1"]
+    meta = json.loads((base / "out1" / "meta.json").read_text())
+    assert meta["config"] == {"centers_sha1": sha1, "n_clusters": K}
+    assert meta["streams"] == [{"stem": "tokens", "name": "", "kind": "int", "shape": "tokens",
+                                "frame_shift": None, "dim": None, "exact": False}]
+    assert meta["jobs"] == 1 and meta["utterances"] == 26
+    out = base / "out3"  # (other tests rerun it with other centers)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["jobs"] == 3 and meta["utterances"] == 26
+    sizes = []
+    for job in (1, 2, 3):
+        record = json.loads((out / "split3" / f"done.{job}").read_text())
+        assert record["config"] == meta["config"] and record["streams"] == meta["streams"]
+        keys = [k for k, _ in read_pairs(out / "split3" / f"feats.{job}.scp")]
+        assert record["input"]["num_utts"] == record["utterances"] == len(keys)
+        sizes.append(len(keys))
+    assert sum(sizes) == 26
+    assert not (out / "utt2dur").exists()  # token jobs read no audio
+
+
+# ----------------------------------------------------------------------------- out-of-core training
+
+def test_the_seeding_sample_is_bounded_and_seeded():
+    rows = np.arange(1000, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    chunks = np.split(rows, [7, 300, 301, 650])
+
+    def sample(seed, size):
+        reservoir = _Reservoir(size, 3, np.random.default_rng(seed))
+        for chunk in chunks:
+            reservoir.add(chunk)
+        return reservoir.sample()
+
+    np.testing.assert_array_equal(sample(0, 2000), rows)  # room for all: every row, in order
+    a = sample(0, 50)
+    assert a.shape == (50, 3) and len(np.unique(a[:, 0])) == 50  # 50 distinct rows
+    np.testing.assert_array_equal(a, sample(0, 50))
+    assert not np.array_equal(a, sample(1, 50))
+    # Uniform: over many seeds each row is drawn about size / total of the time.
+    hits = np.zeros(1000)
+    for seed in range(400):
+        hits[sample(seed, 50)[:, 0].astype(int)] += 1
+    assert abs(hits[:500].sum() - hits[500:].sum()) < 0.1 * hits.sum()
+    assert hits.min() > 0
+
+
+def test_training_streams_passes_and_reports_them(feats):
+    scp, matrices = feats
+    model = learn(str(scp), 16, portion=1.0, seed=3, batch_size=1000, max_iter=4, n_init=2)
+    s = model.settings
+    total = sum(len(m) for m in matrices.values())
+    assert s["num_frames"] == total and s["num_utts"] == 26
+    assert s["init_frames"] == 3000  # 3 mini-batches' worth, not the corpus
+    assert 1 <= s["passes"] <= 4
+    per_pass = -(-total // 1000)
+    assert s["mini_batches"] <= s["passes"] * per_pass
+    # The inertia is that of the centers over every training frame.
+    x = np.concatenate(list(matrices.values())).astype(np.float64)
+    c = model.centers.astype(np.float64)
+    expected = ((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).sum()
+    assert s["inertia"] == pytest.approx(expected, rel=1e-5)
+    again = learn(str(scp), 16, portion=1.0, seed=3, batch_size=1000, max_iter=4, n_init=2)
+    np.testing.assert_array_equal(again.centers, model.centers)
+

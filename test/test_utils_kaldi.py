@@ -278,7 +278,8 @@ def pid_alive(pid):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_run_pl_signal_kills_jobs(tmp_path, sig, code):
-    job = write(tmp_path / "job.sh", 'echo $$ > "$1/pid.$2"\nsleep 2 &\necho $! > "$1/sleep.$2"\nwait\n')
+    job = write(tmp_path / "job.sh",
+                'echo $$ > "$1/pid.$2"\nsleep 2 &\necho $! > "$1/sleep.$2"\nwait\n')
     proc = subprocess.Popen(
         [tool("run.pl"), "JOB=1:2", str(tmp_path / "log/s.JOB.log"), "bash", str(job),
          str(tmp_path), "JOB"],
@@ -301,7 +302,7 @@ def test_run_pl_signal_kills_jobs(tmp_path, sig, code):
     for j in (1, 2):
         lines = read_log(tmp_path / f"log/s.{j}.log")
         assert lines[0].startswith("# bash ")
-        assert not any(l.startswith("# Ended") for l in lines)
+        assert not any(line.startswith("# Ended") for line in lines)
 
 
 # ------------------------------------------------------- parse_options.sh
@@ -385,6 +386,48 @@ def test_parse_options_config(po_script, tmp_path):
     assert str(tmp_path / "missing.conf") in res.stderr
 
 
+def test_parse_options_config_is_read_not_run(po_script, tmp_path):
+    """Kaldi-style and shell-style lines, comments, quotes and CRLF; the same checks as the
+    command line, each error naming the file and line; nothing in the file is executed."""
+    conf = write(tmp_path / "ok.conf", "# comment\n\n  --batch-seconds=3   # Kaldi style\r\n"
+                                       "use_gpu=true\nname='a $b'\n--nj=\"5\"")
+    res = run([po_script, "--config", conf, "x"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "nj=5 batch_seconds=3 use_gpu=true name=a $b"
+    marker = tmp_path / "ran"
+    for lines, message in [
+        ("nj=2\nbatch_second=30\n", "line 2: invalid option batch_second (t.sh has no such "
+                                    "option; --help lists them)"),
+        ("--num-mel-bins=40\n", "line 1: invalid option --num-mel-bins"),
+        ("nj 3\n", "line 1: expected --name=value or name=value, got 'nj 3'"),
+        (f"touch {marker}\n", f"line 1: expected --name=value or name=value, got 'touch {marker}'"),
+        (f"name=$(touch {marker})\n", "line 1: cannot read the value of name"),
+        ("name=$HOME\n", "line 1: the value of name ('$HOME') would need the shell"),
+        ("name=a b\n", "line 1: cannot read the value of name ('a b'): quote a value"),
+        ("use_gpu=yes\n", "line 1: option use_gpu expects true or false, got 'yes'"),
+        ("config=other.conf\n", "line 1: a config file cannot name another (--config)"),
+    ]:
+        conf = write(tmp_path / "bad.conf", lines)
+        res = run([po_script, "--config", conf, "x"])
+        assert res.returncode == 1, lines
+        assert res.stderr.startswith(f"parse_options.sh: {conf} {message}")
+        assert res.stderr.count("\n") == 1 and res.stdout == "" and not marker.exists()
+
+
+def test_parse_options_help_function(tmp_path):
+    """A caller's print_help, called with the options given before --help applied."""
+    script = write(tmp_path / "h.sh", f"""#!/usr/bin/env bash
+set -euo pipefail
+last=5
+print_help() {{ echo "stages 1 to $last"; }}
+. {UTILS}/parse_options.sh
+echo ran
+""")
+    script.chmod(0o755)
+    res = run([script, "--last", "3", "--help"])
+    assert res.returncode == 0 and res.stderr == "stages 1 to 3\n" and res.stdout == ""
+
+
 # --------------------------------------------------------- split_scp.pl
 
 
@@ -393,7 +436,7 @@ def scp(keys, suffix=""):
 
 
 def keys_of(path):
-    return [l.split()[0] for l in Path(path).read_text().splitlines()]
+    return [line.split()[0] for line in Path(path).read_text().splitlines()]
 
 
 def test_split_scp_by_lines(tmp_path):
@@ -435,7 +478,8 @@ def test_split_scp_utt2spk_keeps_speakers_whole(tmp_path):
     outs = [tmp_path / f"p{i}" for i in range(4)]
     res = run([tool("split_scp.pl"), "--utt2spk", u2s, inp, *outs])
     assert res.returncode == 0
-    assert [sorted({k.split("-")[0] for k in keys_of(o)}) for o in outs] == [["a"], ["b"], ["c"], ["d"]]
+    speakers = [sorted({k.split("-")[0] for k in keys_of(o)}) for o in outs]
+    assert speakers == [["a"], ["b"], ["c"], ["d"]]
     # Fewer speakers than outputs.
     outs = [tmp_path / f"q{i}" for i in range(5)]
     res = run([tool("split_scp.pl"), "--utt2spk", u2s, inp, *outs])
@@ -622,10 +666,11 @@ def test_validate_segments(tmp_path):
          ["spk2utt does not match", "utt2spk"]),
         ("fields", {"utt2spk": "s1-u1 s1\ns1-u2 s1 extra\ns2-u1 s2\n"},
          ["utt2spk line 2 has 3 fields"]),
+        # spk2utt in utt2spk's order of first appearance: not sorted by speaker
         ("spksort", {"utt2spk": "a-1 zz\nb-1 aa\n", "spk2utt": "zz a-1\naa b-1\n",
                      "wav.scp": "a-1 x\nb-1 y\n", "text": "a-1 x\nb-1 y\n",
                      "utt2dur": "a-1 1\nb-1 1\n"},
-         ["utt2spk is not sorted by speaker", "'b-1'"]),
+         ["spk2utt is not sorted (LC_ALL=C): key 'aa' on line 2", "utils/fix_data_dir.sh"]),
         ("duration", {"utt2dur": "s1-u1 1.5\ns1-u2 0\ns2-u1 0.25\n"},
          ["utt2dur line 2", "not a positive number"]),
         ("crlf", {"text": "s1-u1 hello\r\ns1-u2 x\ns2-u1 bye\n"},
@@ -650,10 +695,14 @@ def test_validate_options_and_usage(tmp_path):
     res = validate(d, "--no-wav")
     assert res.returncode == 1 and f"{d}/text does not exist" in res.stderr
     assert validate(d, "--no-wav", "--no-text", "--no-feats").returncode == 0
-    # Unsorted speakers are accepted with --no-spk-sort.
+    # Speaker ids that are not prefixes of utterance ids: Kaldi's rule holds, a warning only
+    # (silenced by --no-spk-sort).
     d2 = make_dir(tmp_path / "d2", {"utt2spk": "a-1 zz\nb-1 aa\n", "spk2utt": "aa b-1\nzz a-1\n"})
-    assert validate(d2, "--no-wav", "--no-text").returncode == 1
-    assert validate(d2, "--no-wav", "--no-text", "--no-spk-sort").returncode == 0
+    res = validate(d2, "--no-wav", "--no-text")
+    assert res.returncode == 0 and "warning: " in res.stderr and "not also sorted by speaker" \
+        in res.stderr
+    res = validate(d2, "--no-wav", "--no-text", "--no-spk-sort")
+    assert res.returncode == 0 and res.stderr == ""
     res = run([tool("validate_data_dir.sh")])
     assert res.returncode == 1 and "Usage: validate_data_dir.sh" in res.stderr
     res = validate(d, "--bogus")
@@ -664,10 +713,83 @@ def test_validate_options_and_usage(tmp_path):
     assert res.returncode == 1 and "utt2spk does not exist" in res.stderr
 
 
+def test_validate_spk2utt_must_hold_the_pairs_of_utt2spk(tmp_path):
+    """Order within a spk2utt line is free; a pair missing, moved or repeated is named, with
+    the repair."""
+    ok = make_dir(tmp_path / "ok", dict(GOOD, spk2utt="s1 s1-u2 s1-u1\ns2 s2-u1\n"))
+    assert validate(ok).returncode == 0
+    for name, spk2utt, message in [
+        ("moved", "s1 s1-u1\ns2 s1-u2 s2-u1\n",
+         "utterance 's1-u2' is under speaker 's2' (line 2), {d}/utt2spk says 's1'"),
+        ("twice", "s1 s1-u1 s1-u2 s1-u1\ns2 s2-u1\n",
+         "utterance 's1-u1' is listed twice (lines 1 and 1)"),
+        ("extra", "s1 s1-u1 s1-u2 s1-u3\ns2 s2-u1\n", "utterance 's1-u3' (line 1) is not in"),
+        ("lost", "s1 s1-u1\ns2 s2-u1\n", "utterance 's1-u2' (speaker 's1') is not in {d}/spk2utt"),
+    ]:
+        d = make_dir(tmp_path / name, dict(GOOD, spk2utt=spk2utt))
+        res = validate(d)
+        assert res.returncode == 1
+        assert f"{d}/spk2utt does not match {d}/utt2spk: {message.format(d=d)}" in res.stderr
+        assert res.stderr.endswith(f"; utils/fix_data_dir.sh {d} repairs this: it sorts the "
+                                   "tables, keeps the first line of a duplicate id and only the "
+                                   "ids present in every file, and rebuilds spk2utt\n")
+        assert run([tool("fix_data_dir.sh"), d]).returncode == 0
+        assert validate(d).returncode == 0
+
+
+def test_validate_says_what_to_edit_where_fix_data_dir_cannot(tmp_path):
+    for name, change, message in [
+        ("fields", {"utt2spk": "s1-u1 s1\ns1-u2 s1 extra\ns2-u1 s2\n"},
+         "utt2spk line 2 has 3 fields, expected 2: 's1-u2 s1 extra'; correct or delete that line"),
+        ("utf8", {"text": b"s1-u1 hello\ns1-u2 caf\xe9\ns2-u1 bye\n"},
+         "text line 2 (utterance 's1-u2') is not valid UTF-8; convert the file to UTF-8"),
+        ("duration", {"utt2dur": "s1-u1 1.5\ns1-u2 0\ns2-u1 0.25\n"},
+         "utt2dur line 2: duration '0' of 's1-u2' is not a positive number; correct that line, "
+         "or remove"),
+    ]:
+        d = make_dir(tmp_path / name, {**GOOD, **change})
+        res = validate(d)
+        assert res.returncode == 1 and f"{d}/{message}" in res.stderr
+        assert "fix_data_dir.sh" not in res.stderr
+
+
+def test_validate_and_fix_without_speakers(tmp_path):
+    """--spk-optional: a data dir for tools that use no speakers; its utterances are those of
+    segments, else of wav.scp."""
+    files = {"wav.scp": GOOD["wav.scp"], "text": GOOD["text"], "utt2dur": GOOD["utt2dur"]}
+    d = make_dir(tmp_path / "d", files)
+    res = validate(d)
+    assert res.returncode == 1 and f"{d}/utt2spk does not exist (without speaker labels, " \
+        f"make each utterance its own speaker: awk '{{print $1, $1}}' {d}/wav.scp > " \
+        f"{d}/utt2spk)" in res.stderr
+    assert validate(d, "--spk-optional").returncode == 0
+    bad = make_dir(tmp_path / "bad", dict(files, utt2dur="s1-u1 1.5\ns2-u1 0.25\n"))
+    res = validate(bad, "--spk-optional")
+    assert res.returncode == 1
+    assert f"utterance 's1-u2' is in {bad}/wav.scp but not in {bad}/utt2dur; " \
+        f"utils/fix_data_dir.sh --spk-optional {bad} repairs this" in res.stderr
+    res = run([tool("fix_data_dir.sh"), bad])
+    assert res.returncode == 1 and f"use fix_data_dir.sh --spk-optional {bad}" in res.stderr
+    res = run([tool("fix_data_dir.sh"), "--spk-optional", bad])
+    assert res.returncode == 0, res.stderr
+    assert "kept 2 utterances out of 3" in res.stdout
+    assert not (bad / "spk2utt").exists()
+    assert (bad / "text").read_text() == "s1-u1 hello world\ns2-u1 bye\n"
+    assert validate(bad, "--spk-optional").returncode == 0
+    # segments: the utterance list when there is no utt2spk
+    seg = make_dir(tmp_path / "seg", {"wav.scp": "r1 /w/r1.wav\n",
+                                      "segments": "u1 r1 0 1\nu2 r1 1 2\n", "text": "u1 a\n"})
+    res = validate(seg, "--spk-optional")
+    assert res.returncode == 1 and f"utterance 'u2' is in {seg}/segments but not in " \
+        f"{seg}/text" in res.stderr
+    assert validate(seg, "--spk-optional", "--any-text-ids").returncode == 0
+
+
 def test_fix_data_dir_repairs(tmp_path):
     d = make_dir(tmp_path / "data", {
         # Unsorted, an extra recording and a duplicate; s2-u1 has no text.
-        "wav.scp": "s2-u1 /w/c.wav\nzz-extra /w/z.wav\ns1-u1 /w/a.wav\ns1-u2 /w/b.wav\ns1-u1 /w/dup.wav\n",
+        "wav.scp": "s2-u1 /w/c.wav\nzz-extra /w/z.wav\ns1-u1 /w/a.wav\ns1-u2 /w/b.wav\n"
+                   "s1-u1 /w/dup.wav\n",
         "utt2spk": "s1-u2 s1\ns2-u1 s2\ns1-u1 s1\n",
         "spk2utt": "s2 s2-u1\ns1 s1-u2 s1-u1\n",
         "text": "s1-u2 b\ns1-u1 a\n",

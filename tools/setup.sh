@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds tools/venv with the pinned stack and speechdump installed in editable mode.
+# Builds tools/venv with the pinned stack and speechdump installed in editable mode: the
+# packages of tools/requirements.txt, and everything they pull in at the exact versions of
+# tools/constraints.txt (`make lock` regenerates it from the tested venv).
 # Idempotent: a second run only compares a stamp and returns.
 set -euo pipefail
 
@@ -8,7 +10,8 @@ root=$(dirname "$tools_dir")
 venv=$tools_dir/venv
 python=${PYTHON:-python3}
 stamp=$venv/.speechdump-stamp
-wanted=$(cat "$tools_dir/requirements.txt" "$root/setup.py" | sha256sum | cut -d' ' -f1)
+wanted=$(cat "$tools_dir/requirements.txt" "$tools_dir/constraints.txt" "$root/setup.py" \
+  | sha256sum | cut -d' ' -f1)
 
 if [[ -f $stamp && $(cat "$stamp") == "$wanted" ]]; then
   echo "tools/setup.sh: $venv is up to date"
@@ -19,7 +22,8 @@ echo "tools/setup.sh: building $venv (the torch wheels are several GB; this take
 [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
 # The interpreter's own pip is kept on purpose: newer pip releases refuse a
 # transitive dependency of espnet that declares a direct-URL extra.
-"$venv/bin/pip" install --disable-pip-version-check -r "$tools_dir/requirements.txt"
+"$venv/bin/pip" install --disable-pip-version-check -r "$tools_dir/requirements.txt" \
+  -c "$tools_dir/constraints.txt"
 "$venv/bin/pip" install --disable-pip-version-check --no-deps -e "$root"
 echo "$wanted" > "$stamp"
 echo "tools/setup.sh: done"

@@ -26,7 +26,9 @@ export LC_ALL=C
 for f in wav.scp utt2spk text; do sort "$tmp/$f" > "$data/$f"; done
 dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
 [ -z "$dups" ] || { echo "$me: duplicate utterance ids in $source: $dups" >&2; exit 1; }
-"$(dirname "${BASH_SOURCE[0]}")/utt2spk_to_spk2utt.pl" "$data/utt2spk" > "$data/spk2utt"
+# spk2utt sorted by speaker, whether or not speaker ids are prefixes of utterance ids.
+"$(dirname "${BASH_SOURCE[0]}")/utt2spk_to_spk2utt.pl" "$data/utt2spk" | sort -k1,1 \
+    > "$data/spk2utt"
 
 if [ -f "$tmp/speaker2gender" ]; then
     awk -v me="$me" -v out="$data/spk2gender" '

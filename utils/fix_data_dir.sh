@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # fix_data_dir.sh: make a Kaldi-style data directory consistent.
 #
-#   fix_data_dir.sh <data-dir>
+#   fix_data_dir.sh [--spk-optional] <data-dir>
 #
 # Sorts every table by key (LC_ALL=C byte order), drops duplicate keys
 # (keeping the first), keeps only the utterances present in all of the
 # per-utterance files, drops recordings no segment uses, rebuilds spk2utt
-# and drops spk2gender entries of speakers that vanished.  The original
-# files are copied to <data-dir>/.backup/ first.
+# (sorted by speaker) and drops spk2gender entries of speakers that
+# vanished.  With --spk-optional, a data dir without utt2spk (one for tools
+# that use no speakers) is fixed the same way, its utterances being those of
+# segments, else of wav.scp.  The original files are copied to
+# <data-dir>/.backup/ first.
 set -euo pipefail
 
 me=fix_data_dir.sh
+spk_optional=false
+if [ "${1:-}" = --spk-optional ]; then
+  spk_optional=true
+  shift
+fi
 if [ $# -ne 1 ] || [[ "$1" == -* ]]; then
   cat >&2 <<EOF
-Usage: $me <data-dir>
+Usage: $me [--spk-optional] <data-dir>
 Sorts and de-duplicates the tables of <data-dir> (wav.scp segments text
 utt2spk spk2utt utt2dur feats.scp spk2gender reco2dur utt2num_frames), keeps
 only utterances present in all of them and rebuilds spk2utt.  Originals are
 kept in <data-dir>/.backup/.
+  --spk-optional  a data dir without utt2spk (for tools that use no speakers)
+                  is fixed too: its utterances are those of segments, else of
+                  wav.scp
 EOF
   exit 1
 fi
@@ -25,8 +36,17 @@ data=${1%/}
 
 [ -d "$data" ] || { echo "$me: data directory $data does not exist" >&2; exit 1; }
 if [ ! -f "$data/utt2spk" ]; then
-  echo "$me: $data/utt2spk does not exist (from a spk2utt, create it with utils/spk2utt_to_utt2spk.pl $data/spk2utt | LC_ALL=C sort)" >&2
-  exit 1
+  if [ -f "$data/spk2utt" ]; then
+    echo "$me: $data/utt2spk does not exist (from a spk2utt, create it with utils/spk2utt_to_utt2spk.pl $data/spk2utt | LC_ALL=C sort)" >&2
+    exit 1
+  elif ! $spk_optional; then
+    echo "$me: $data/utt2spk does not exist (for a data dir without speakers, use" \
+      "$me --spk-optional $data)" >&2
+    exit 1
+  elif [ ! -f "$data/segments" ] && [ ! -f "$data/wav.scp" ]; then
+    echo "$me: $data has none of utt2spk, segments and wav.scp: no utterances to keep" >&2
+    exit 1
+  fi
 fi
 
 files="wav.scp segments text utt2spk spk2utt utt2dur feats.scp spk2gender reco2dur utt2num_frames"
@@ -87,10 +107,12 @@ for my $name (keys %min_fields) {
 }
 fail("$data/segments has no wav.scp to go with it") if $t{segments} && !$t{'wav.scp'};
 
-# Utterances must be in utt2spk and every other per-utterance file.
-my @orig_utts = sort keys %{ $t{utt2spk}{line} };
+# Utterances must be in utt2spk (else in segments, else in wav.scp) and every
+# other per-utterance file.
 my @utt_files = grep { $t{$_} } ('text', 'utt2dur', 'feats.scp', 'utt2num_frames');
 push @utt_files, $t{segments} ? 'segments' : $t{'wav.scp'} ? 'wav.scp' : ();
+my $list = $t{utt2spk} ? 'utt2spk' : $t{segments} ? 'segments' : 'wav.scp';
+my @orig_utts = sort keys %{ $t{$list}{line} };
 my %keep;
 for my $u (@orig_utts) {
   $keep{$u} = 1 unless grep { !exists $t{$_}{line}{$u} } @utt_files;
@@ -105,7 +127,7 @@ if ($t{segments}) {
 my @kept = grep { $keep{$_} } @orig_utts;
 my @removed = grep { !$keep{$_} } @orig_utts;
 
-for my $name ('utt2spk', @utt_files) { write_table($t{$name}, \%keep); }
+for my $name (grep { $t{$_} } ('utt2spk', @utt_files)) { write_table($t{$name}, \%keep); }
 if ($t{segments}) {
   # Keep only the recordings some kept segment still uses.
   my %recos;
@@ -117,17 +139,19 @@ if ($t{segments}) {
 }
 
 # spk2utt from the fixed utt2spk; speakers in sorted order.
-my (%spk_utts, %spks);
-for my $u (@kept) {
-  my (undef, $s) = split(' ', $t{utt2spk}{line}{$u});
-  push @{ $spk_utts{$s} }, $u;
+if ($t{utt2spk}) {
+  my %spk_utts;
+  for my $u (@kept) {
+    my (undef, $s) = split(' ', $t{utt2spk}{line}{$u});
+    push @{ $spk_utts{$s} }, $u;
+  }
+  my $tmp = "$data/spk2utt.tmp.$$";
+  open(my $fh, '>', $tmp) or fail("cannot write $tmp: $!");
+  print $fh "$_ @{ $spk_utts{$_} }\n" for sort keys %spk_utts;
+  close $fh or fail("error writing $tmp: $!");
+  rename($tmp, "$data/spk2utt") or fail("cannot replace $data/spk2utt: $!");
+  write_table($t{spk2gender}, { map { $_ => 1 } keys %spk_utts }) if $t{spk2gender};
 }
-my $tmp = "$data/spk2utt.tmp.$$";
-open(my $fh, '>', $tmp) or fail("cannot write $tmp: $!");
-print $fh "$_ @{ $spk_utts{$_} }\n" for sort keys %spk_utts;
-close $fh or fail("error writing $tmp: $!");
-rename($tmp, "$data/spk2utt") or fail("cannot replace $data/spk2utt: $!");
-write_table($t{spk2gender}, { map { $_ => 1 } keys %spk_utts }) if $t{spk2gender};
 
 print "$me: kept " . scalar(@kept) . " utterances out of " . scalar(@orig_utts) . "\n";
 if (@removed) {

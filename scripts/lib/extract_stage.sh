@@ -1,6 +1,12 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154  # root, data, out, ...: set by the stage that sources this file
 # Steps shared by the extraction stages (sourced, not run). The caller sets root, data, out, nj,
-# cmd, tag, device, python and stage_start, then calls, in order:
-#   extract_stage_prepare            checks the data dir, lists the utterances of text, splits them
+# cmd, tag, device, python, stage_start, stage_kind (speaker or features: what the stage can
+# take), toolkit, model, dtype, compress and extractor_opts (the toolkit's own options, passed
+# through word-split), then calls, in order:
+#   extract_stage_prepare            pre-flight of the toolkit and its options (nothing written
+#                                    when it fails), checks the data dir, lists the utterances
+#                                    of text, splits them
 #   extract_stage_run <worker opts>  runs pyscripts/extract.py per job through $cmd
 #   extract_stage_merge <merge opts> merges, aligns with text and checks (pyscripts/merge_outputs.py)
 
@@ -20,31 +26,59 @@ extract_stage_prepare() {
     done
     require_device "$device"
     require_speechdump "$python"
-    local f
-    for f in wav.scp utt2spk; do
-        [ -f "$data/$f" ] || { log "ERROR: $data/$f is missing"; exit 1; }
-    done
+    # shellcheck disable=SC2206  # the toolkit's options are word-split on purpose
+    extractor_args=(--toolkit "$toolkit" ${model:+--model "$model"} --dtype "$dtype"
+                    --compress "$compress" $extractor_opts)
+    local streams
+    if ! streams=$("$python" "$root/pyscripts/check_extraction.py" --stage "$stage_kind" \
+            "${extractor_args[@]}"); then
+        log "refused before any job: nothing was written; the line above says why" \
+            "(pyscripts/extract.py --toolkit $toolkit --help lists its options)"
+        exit 1
+    fi
+    log "$streams"
+    # Only the speaker stage needs speakers; the others need wav.scp (and segments if any).
+    local f spk_check=(--spk-optional --no-spk-sort)
+    [ "$stage_kind" = speaker ] && spk_check=(--no-spk-sort)
+    [ -f "$data/wav.scp" ] || { log "ERROR: $data/wav.scp is missing"; exit 1; }
+    if [ "$stage_kind" = speaker ] && [ ! -f "$data/utt2spk" ]; then
+        if [ -f "$data/segments" ]; then f=segments; else f=wav.scp; fi
+        log "ERROR: $data/utt2spk is missing: the speaker stage averages each speaker's" \
+            "utterances. Without speaker labels, make each utterance its own speaker:" \
+            "awk '{print \$1, \$1}' $data/$f > $data/utt2spk &&" \
+            "utils/utt2spk_to_spk2utt.pl $data/utt2spk > $data/spk2utt"
+        exit 1
+    fi
     # text may name fewer or other ids than wav.scp (only its ids are extracted, the others
     # are reported by the merge), but it is read as a sorted UTF-8 table, so it is checked as one.
     local text_check=--no-text
     [ -f "$data/text" ] && text_check=--any-text-ids
-    if ! validate_data_dir.sh "$text_check" --no-feats "$data" >/dev/null; then
-        log "ERROR: $data is not a valid data dir (the line above says what is wrong); nothing" \
-            "was written. utils/fix_data_dir.sh $data sorts its files and drops duplicate ids" \
-            "and ids missing from some of them"
+    if ! validate_data_dir.sh "$text_check" --no-feats "${spk_check[@]}" "$data" >/dev/null; then
+        log "ERROR: $data is not a valid data dir (the line above says what is wrong and what" \
+            "repairs it); nothing was written"
         exit 1
+    fi
+    # The utterance list is segments' when there is one; only ids of text are extracted, and
+    # every one of them needs audio: checked before anything is written or run.
+    if [ -f "$data/segments" ]; then source_list=$data/segments; else source_list=$data/wav.scp; fi
+    if [ -f "$data/text" ]; then
+        local missing num fix=utils/fix_data_dir.sh
+        missing=$(filter_scp.pl --exclude "$source_list" "$data/text" | cut -d' ' -f1)
+        if [ -n "$missing" ]; then
+            num=$(wc -l <<< "$missing")
+            missing=$(head -n 20 <<< "$missing" | paste -sd' ')
+            [ "$num" -gt 20 ] && missing+=" ..."
+            [ -f "$data/utt2spk" ] || fix+=" --spk-optional"
+            log "ERROR: $num ids have no output: $missing (they are in $data/text but not in" \
+                "$source_list: no audio); nothing was written. Remove them from text, or run" \
+                "$fix $data (it keeps only the ids present in every file)"
+            exit 1
+        fi
     fi
     mkdir -p "$out/log"
-    # One stage per output dir: the lock is held by this shell and the jobs it launches, and
-    # released by the kernel when they end, however they end.
-    exec 9>"$out/.lock"
-    if ! flock -n 9; then
-        log "ERROR: another stage is writing $out (it holds $out/.lock); wait for it or pick another out_dir"
-        exit 1
-    fi
+    stage_lock "$out"
+    claim_out_dir "$out" "${0##*/}" "--toolkit $toolkit"
 
-    # The utterance list is segments' when there is one; only ids of text are extracted.
-    if [ -f "$data/segments" ]; then source_list=$data/segments; else source_list=$data/wav.scp; fi
     text_opt=()
     rm -f "$out/$tag.scp" "$out/$tag"_*.scp "$out/spk_$tag.scp"  # stale until merged again
     local todo=$out/todo.list
@@ -78,29 +112,57 @@ extract_stage_prepare() {
 }
 
 extract_stage_run() {
-    local gpu_opt=()
-    [ "$device" = cuda ] && gpu_opt=(--gpu 1)
     log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log)"
-    # $cmd is word-split on purpose: it may carry launcher options ("slurm.pl --mem 8G").
-    # In the background so that SIGTERM/SIGINT reach this shell at once (bash defers traps
-    # while a foreground child runs) and are passed on: the launcher then stops its jobs.
-    $cmd "${gpu_opt[@]}" JOB=1:"$nj" "$out/log/extract.JOB.log" \
-        "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" "$@" \
-        "${job_input[@]}" "$split" JOB &
-    local launcher=$! status=0
-    trap 'log "interrupted: stopping the jobs"; kill -TERM '"$launcher"' 2>/dev/null; wait '"$launcher"'; exit 143' TERM INT
-    wait "$launcher" || status=$?
-    trap - TERM INT
-    if [ "$status" -ne 0 ]; then
-        log "ERROR: extraction failed; the errors in the job logs:"
-        grep -h "^ERROR" "$out"/log/extract.*.log | head -n 20 >&2 || true
-        exit 1
-    fi
+    local log_stem=$out/log/extract
+    run_jobs "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" \
+        "${extractor_args[@]}" "$@" "${job_input[@]}" "$split" JOB
 }
 
 extract_stage_merge() {
+    local utt2spk_opt=()  # speakers are counted where the data dir has them
+    [ -f "$data/utt2spk" ] && utt2spk_opt=(--utt2spk "$data/utt2spk")
     log "merging $nj jobs, aligning with ${text_opt[1]:-$source_list}"
     "$python" "$root/pyscripts/merge_outputs.py" --tag "$tag" --nj "$nj" \
-        --source_ids "$source_list" "${text_opt[@]}" --utt2spk "$data/utt2spk" \
+        --source_ids "$source_list" "${text_opt[@]}" "${utt2spk_opt[@]}" \
         --start_time "$stage_start" "$@" "$split" "$out"
+}
+
+# Claims out dir $1 for stage $2 run with $3 (e.g. "--toolkit fbank"): the first stage to write
+# it records itself in $1/.stage; another stage, or the same one with another toolkit, is refused
+# there, naming what wrote it (their split<N>/ job records would overwrite each other). Call
+# with the stage lock of $1 held.
+claim_out_dir() {
+    local dir=$1 mine="$2${3:+ $3}" theirs
+    if [ -f "$dir/.stage" ]; then
+        theirs=$(<"$dir/.stage")
+        if [ "$theirs" != "$mine" ]; then
+            log "ERROR: $dir holds the outputs of $theirs (recorded in $dir/.stage); this is" \
+                "$mine, whose job records would overwrite them: give it another out dir, or" \
+                "remove $dir to start over"
+            exit 1
+        fi
+    else
+        printf '%s\n' "$mine" > "$dir/.stage"
+    fi
+}
+
+# --help: the stage's usage, then the options of the toolkit it would run (--toolkit as given
+# on the command line, else the stage's default). Call before parse_options.sh.
+stage_help() {
+    local arg prev="" want=false tk=$toolkit py=$python
+    for arg in "$@"; do
+        case $prev in --toolkit) tk=$arg ;; --python) py=$arg ;; esac
+        case $arg in
+            --help | -h) want=true ;;
+            --toolkit=*) tk=${arg#--toolkit=} ;;
+            --python=*) py=${arg#--python=} ;;
+        esac
+        prev=$arg
+    done
+    $want || return 0
+    printf '%s\n' "$help_message" >&2
+    echo "Options of --toolkit $tk, given in --extractor_opts \"...\":" >&2
+    "$py" "$root/pyscripts/extract.py" --toolkit "$tk" --help \
+        | sed -n '/^options of --toolkit/,$p' | tail -n +2 >&2
+    exit 0
 }

@@ -1,55 +1,143 @@
-"""Extractor registry: ``--toolkit`` names map to classes, imported only when chosen."""
+"""Extractor registry: ``--toolkit`` names map to classes registered with ``@register``.
+
+Every module of this package registers its extractor when imported; heavy toolkit imports
+(transformers, SpeechBrain, ESPnet) happen inside the classes, so finding the toolkits is cheap.
+Modules outside the package register the same way and are found through the environment
+variable ``SPEECHDUMP_PLUGINS`` (comma-separated module names, importable on the jobs' Python
+path): a new toolkit without a change to speechdump.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Optional
+import os
+import pkgutil
+from typing import Any, Dict, List, Optional
 
-from speechdump.extractors.base import Extractor
+from speechdump.errors import OptionError
+from speechdump.extractors.base import INPUT_OPTIONS, Extractor, Option
 
-_REGISTRY = {
-    "resemblyzer": "speechdump.extractors.resemblyzer:ResemblyzerExtractor",
-    "speechbrain": "speechdump.extractors.speechbrain:SpeechBrainExtractor",
-    "espnet": "speechdump.extractors.espnet:ESPnetExtractor",
-    "rawnet": "speechdump.extractors.espnet:RawNet3Extractor",
-    "ssl": "speechdump.extractors.ssl:SSLExtractor",
-    "fbank": "speechdump.extractors.kaldi_feats:FbankExtractor",
-    "mfcc": "speechdump.extractors.kaldi_feats:MfccExtractor",
-}
+PLUGINS_ENV = "SPEECHDUMP_PLUGINS"
+_REGISTRY: Dict[str, type] = {}
+_discovered = False
 
 
-def available() -> list:
+def register(name: str):
+    """Class decorator: makes an Extractor subclass the toolkit ``name``.
+
+    Its declared options must be exactly the keywords its ``__init__`` takes after ``model`` and
+    ``device``, with the same defaults: the declaration is what the command line offers."""
+
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Extractor)):
+            raise TypeError(f"@register('{name}'): {cls!r} is not an Extractor subclass")
+        _check_declaration(name, cls)
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"toolkit '{name}' is registered twice: {_REGISTRY[name]} and {cls}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _check_declaration(name: str, cls: type) -> None:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    for fixed in ("self", "model", "device"):
+        if fixed not in params:
+            raise TypeError(f"toolkit '{name}': {cls.__name__}.__init__ must take "
+                            f"(model, device, <options>)")
+        del params[fixed]
+    declared = {option.name: option for option in cls.options}
+    clashes = sorted(set(declared) & {o.name for o in INPUT_OPTIONS})
+    if clashes or set(params) != set(declared):
+        raise TypeError(f"toolkit '{name}': {cls.__name__}.__init__ takes "
+                        f"{sorted(params)}, its options declare {sorted(declared)}"
+                        + (f" (and {clashes} belong to every toolkit)" if clashes else ""))
+    for option in cls.options:
+        default = params[option.name].default
+        if default is not inspect.Parameter.empty and default != option.default:
+            raise TypeError(f"toolkit '{name}': option {option.name} defaults to "
+                            f"{option.default!r}, {cls.__name__}.__init__ to {default!r}")
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise OptionError(f"{PLUGINS_ENV}: cannot import '{name}': {exc}") from exc
+
+
+def available() -> List[str]:
+    _discover()
     return sorted(_REGISTRY)
+
+
+def get_class(toolkit: str) -> type:
+    _discover()
+    if toolkit not in _REGISTRY:
+        raise OptionError(f"unknown toolkit '{toolkit}'; choose from {', '.join(available())}")
+    return _REGISTRY[toolkit]
+
+
+def declared_options(toolkit: str) -> List[Option]:
+    """Every option ``toolkit`` takes: those of every toolkit, then its own."""
+    return [*INPUT_OPTIONS, *get_class(toolkit).options]
+
+
+def option_values(toolkit: str, given: Dict[str, Any]) -> Dict[str, Any]:
+    """Every declared option of ``toolkit``: the ``given`` ones parsed and checked, the others at
+    their defaults. A name ``toolkit`` does not declare is an OptionError listing its options."""
+    options = {option.name: option for option in declared_options(toolkit)}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise OptionError(f"{toolkit} takes no option {', '.join('--' + o for o in unknown)}; "
+                          f"its options: {' '.join('--' + o for o in options)}")
+    return {name: option.parse(given[name]) if name in given else option.default
+            for name, option in options.items()}
+
+
+def check(toolkit: str, model: Optional[str], given: Dict[str, Any]):
+    """The pre-flight: ``(option values, streams)`` with nothing loaded, or an OptionError /
+    ModelError saying what is wrong."""
+    values = option_values(toolkit, given)
+    own = {option.name: values[option.name] for option in get_class(toolkit).options}
+    return values, get_class(toolkit).check(model or None, own)
 
 
 def load_extractor(toolkit: str, model: Optional[str] = None, device: str = "cpu",
                    **options) -> Extractor:
     """Builds the extractor named ``toolkit``; ``model`` is a local path (each toolkit's layout);
-    ``options`` are the extractor's own (``layers``, ``num_mel_bins``, ...): one it does not
-    take raises TypeError naming it."""
-    if toolkit not in _REGISTRY:
-        raise ValueError(f"unknown toolkit '{toolkit}'; choose from {', '.join(available())}")
-    module_name, class_name = _REGISTRY[toolkit].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    unknown = set(options) - set(inspect.signature(cls.__init__).parameters)
-    if unknown:
-        raise TypeError(f"{toolkit} takes no option {', '.join('--' + o for o in sorted(unknown))}")
-    extractor = cls(model=model or None, device=device, **options)
+    ``options`` are the toolkit's own (``layers``, ``num_mel_bins``, ...), as Python values or
+    command-line strings: an option it does not declare is an OptionError naming it."""
+    cls = get_class(toolkit)
+    own = {option.name for option in cls.options}
+    values = option_values(toolkit, options)
+    extractor = cls(model=model or None, device=device,
+                    **{name: value for name, value in values.items() if name in own})
     if device.startswith("cuda"):
         # After the toolkit's import: `import speechbrain` turns TF32 on (its "allow_tf32" quirk).
-        exact_float32_on_gpu()
+        exact_float32_on_gpu(device)
     return extractor
 
 
-def exact_float32_on_gpu() -> None:
-    """Turns TF32 off for this process's CUDA convolutions and matrix products.
+def exact_float32_on_gpu(device: str = "cuda") -> None:
+    """Turns TF32 off for this process's CUDA convolutions and matrix products, and checks on
+    ``device`` that float32 stays float32 (``speechdump.compat.exact_float32``).
 
     cuDNN convolves in TF32 by default (10-bit mantissas), with an algorithm chosen by the batch
     shape, so a padded batch differed from each utterance alone by up to 1e-2 of the hidden
     states' scale on an H200 (bench/RESULTS.md). Outputs must not depend on batching.
     """
-    import torch
+    from speechdump import compat
 
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    compat.exact_float32(device)

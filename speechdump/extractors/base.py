@@ -1,12 +1,32 @@
-"""What every extractor provides to the engine."""
+"""What every extractor declares and provides.
+
+An extractor is one module in this package holding one class registered with
+``@register("<toolkit>")`` (``speechdump.extractors``). The class declares, once:
+
+* ``options``: its own options (name, type, default, allowed values, one line of help). The
+  command line of ``pyscripts/extract.py``, the stages' ``--extractor_opts`` pass-through, the
+  pre-flight and ``--help`` all come from them; ``__init__`` takes exactly these keywords (the
+  registry checks it), after ``model`` and ``device``;
+* ``streams``: what it writes per utterance, each a ``Stream`` (float or int; vector, frames or
+  tokens; frame shift; dimension). Where they depend on the options or the model, ``check``
+  returns them before the model is loaded and ``__init__`` sets ``self.streams``;
+* ``check(model, options)``: the cheap pre-flight run on the submitting node before any job is
+  launched: the model path against the toolkit's layout, options that only make sense together.
+"""
 
 from __future__ import annotations
 
 import abc
 import os
-from typing import Any, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from speechdump.errors import OptionError
+
+FLOAT, INT = "float", "int"
+VECTOR, FRAMES, TOKENS = "vector", "frames", "tokens"
 
 
 def looks_like_local_path(model: str) -> bool:
@@ -15,14 +35,149 @@ def looks_like_local_path(model: str) -> bool:
             or os.path.exists(model))
 
 
+def parse_bool(text: str) -> bool:
+    if str(text).lower() in ("true", "1", "yes"):
+        return True
+    if str(text).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got '{text}'")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an extractor, as ``--<name> <value>`` on the command line.
+
+    ``type`` is int, float, str or bool (``true``/``false``); a ``None`` default means "unset"
+    (the extractor decides). ``choices`` lists the allowed values; ``check`` returns what is
+    wrong with a value (or None), for constraints such as "positive".
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: Optional[Sequence[Any]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+    def parse(self, value: Any) -> Any:
+        """A command-line string (or a Python value) -> the checked value; OptionError if bad."""
+        if value is None:
+            return None
+        try:
+            if self.type is bool:
+                parsed = value if isinstance(value, bool) else parse_bool(value)
+            elif self.type is float and isinstance(value, int) and not isinstance(value, bool):
+                parsed = float(value)
+            elif isinstance(value, self.type) and not isinstance(value, bool):
+                parsed = value
+            else:
+                parsed = self.type(str(value).strip())
+        except ValueError:
+            raise OptionError(f"--{self.name} '{value}': expected {self.type.__name__}") from None
+        if self.choices is not None and parsed not in self.choices:
+            raise OptionError(f"--{self.name} '{value}': choose from "
+                              f"{', '.join(map(str, self.choices))}")
+        problem = self.check(parsed) if self.check else None
+        if problem:
+            raise OptionError(f"--{self.name} {value}: {problem}")
+        return parsed
+
+    def describe(self) -> str:
+        """One line of help: what it does, its allowed values and default."""
+        allowed = f" ({'|'.join(map(str, self.choices))})" if self.choices else ""
+        default = "unset" if self.default is None else str(self.default).lower() \
+            if self.type is bool else self.default
+        return f"{self.help}{allowed}; default: {default}"
+
+
+def positive(value) -> Optional[str]:
+    return None if value > 0 else "must be positive"
+
+
+def non_negative(value) -> Optional[str]:
+    return None if value >= 0 else "must be >= 0"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One output of an extractor per utterance, stored as its own ark/scp.
+
+    ``name`` is "" for an extractor's single unnamed stream (written as ``<tag>.scp``), else
+    the suffix of ``<tag>_<name>.scp``. ``kind``: ``float`` (cast to ``--dtype``, may be
+    compressed) or ``int`` (int32, never cast). ``shape``: ``vector`` ([dim] per utterance),
+    ``frames`` ([frames, dim]) or ``tokens`` ([frames], or [frames, dim codebooks]).
+    ``frame_shift``: seconds between frames, where frame level (None where not constant).
+    ``exact``: a float stream kept float32 whatever ``--dtype`` says (e.g. time stamps).
+    """
+
+    name: str = ""
+    kind: str = FLOAT
+    shape: str = VECTOR
+    frame_shift: Optional[float] = None
+    dim: Optional[int] = None
+    exact: bool = False
+
+    def __post_init__(self):
+        if self.kind not in (FLOAT, INT):
+            raise ValueError(f"stream '{self.name}': kind must be {FLOAT} or {INT}")
+        if self.shape not in (VECTOR, FRAMES, TOKENS):
+            raise ValueError(f"stream '{self.name}': shape must be {VECTOR}, {FRAMES} or "
+                             f"{TOKENS}")
+
+    @property
+    def frame_level(self) -> bool:
+        return self.shape != VECTOR
+
+    def stem(self, tag: str) -> str:
+        """The file stem of this stream's outputs for ``--tag tag``."""
+        return f"{tag}_{self.name}" if self.name else tag
+
+    def storage_dtype(self, dtype: str):
+        """The numpy type this stream is written in, for ``--dtype dtype``."""
+        if self.kind == INT:
+            return np.int32
+        return np.float32 if self.exact else np.dtype(dtype).type
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "shape": self.shape,
+                "frame_shift": self.frame_shift, "dim": self.dim, "exact": self.exact}
+
+    @classmethod
+    def from_record(cls, record: Dict[str, Any]) -> "Stream":
+        return cls(**record)
+
+
+def check_storage(streams: Sequence[Stream], dtype: str, compress: bool) -> None:
+    """``--dtype`` and ``--compress`` apply to float streams only (compression to float32
+    matrices): a combination that cannot apply to any stream is an OptionError."""
+    floats = [s for s in streams if s.kind == FLOAT and not s.exact]
+    if dtype != "float32" and not floats:
+        raise OptionError(f"--dtype {dtype}: this toolkit writes no float stream to store in it")
+    if compress:
+        if dtype != "float32":
+            raise OptionError(f"--compress true: Kaldi compresses float32 matrices only, not "
+                              f"--dtype {dtype}")
+        if not any(s.shape == FRAMES for s in floats):
+            raise OptionError("--compress true: Kaldi compresses matrices only, and this toolkit "
+                              "writes no float frame-level stream")
+
+
 class Extractor(abc.ABC):
     """Turns waveforms into arrays in two steps the engine can overlap.
 
     ``prepare`` runs in loader threads, one utterance at a time (per-utterance normalisation,
     features, crops); it raises ``ValueError(reason)`` for audio the model cannot use.
-    ``forward`` runs the model on a batch of prepared items and returns one array each, trimmed
-    to that item's true length: the same array the item would give alone.
+    ``forward`` runs the model on a batch of prepared items and returns one output each, trimmed
+    to that item's true length: the same output the item would give alone: an array for a
+    single unnamed stream, else ``{stream name: array}``.
     """
+
+    name: str = ""  # the toolkit name, set by @register
+    options: Sequence[Option] = ()
+    # Whether --model is required, and what it is (for --help and messages).
+    needs_model: bool = False
+    model_help: str = ""
+    streams: Sequence[Stream] = (Stream(),)
 
     sample_rate: int  # the rate ``prepare`` expects its waveform at
     min_seconds: float = 0.0  # shorter input is rejected as a bad utterance
@@ -31,14 +186,23 @@ class Extractor(abc.ABC):
     equal_lengths_only: bool = False
     # A cap the extractor puts on --batch_size (None: none), e.g. where batching is slower.
     max_batch_size: Optional[int] = None
-    # Named outputs: ``forward`` returns a dict {name: array} per item, or one array when the
-    # only stream is unnamed (""). Each stream becomes its own ark/scp.
-    streams: Sequence[str] = ("",)
-    # Frame-level outputs ([frames, dim] per utterance; utt2num_frames is written and checked)
-    # rather than one vector per utterance.
-    frame_level: bool = False
-    # Streams kept in float32 whatever --dtype says (e.g. window time stamps).
-    exact_streams: Sequence[str] = ()
+
+    @classmethod
+    def check(cls, model: Optional[str], options: Dict[str, Any]) -> List[Stream]:
+        """Pre-flight without loading weights: raises OptionError / ModelError for a model path
+        not in the toolkit's layout or options that do not fit together; returns the streams a
+        job will write (dimensions may be None until the model is loaded). ``options`` holds
+        every declared option, defaults filled in."""
+        if model and not cls.needs_model and not cls.model_help:
+            raise OptionError(f"{cls.name} takes no model; got --model '{model}' (leave it "
+                              "empty)")
+        if cls.needs_model and not model:
+            raise OptionError(f"{cls.name} needs --model: {cls.model_help}")
+        return list(cls.streams)
+
+    @property
+    def frame_level(self) -> bool:
+        return any(stream.frame_level for stream in self.streams)
 
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:
@@ -53,5 +217,36 @@ class Extractor(abc.ABC):
         return max(costs) * len(costs)
 
     @abc.abstractmethod
-    def forward(self, batch: List[Any]) -> List[np.ndarray]:
+    def forward(self, batch: List[Any]) -> List[Any]:
         ...
+
+
+def _channel_problem(value: str) -> Optional[str]:
+    return None if value == "mean" or value.isdigit() else "expected mean or a channel number"
+
+
+# Options of every toolkit, used by the engine's loader rather than by the extractor.
+INPUT_OPTIONS = (
+    Option("channel", str, "mean", "channel of multi-channel audio: mean (of all channels) or "
+           "N (0 = the first, as Kaldi's --channel)", check=_channel_problem),
+    Option("max_overshoot", float, 0.5, "seconds a segment may end past its recording, where "
+           "it is clipped (Kaldi's extract-segments --max-overshoot); further is a bad "
+           "utterance", check=non_negative),
+)
+
+
+# Files that mark each toolkit's model layout, for saying what a wrong --model holds.
+_LAYOUTS = (("hyperparams.yaml", "a SpeechBrain model (--toolkit speechbrain)"),
+            ("meta.yaml", "an ESPnet model-zoo archive (--toolkit espnet or rawnet)"),
+            ("config.yaml", "an ESPnet model (--toolkit espnet or rawnet)"),
+            ("preprocessor_config.json", "a transformers model (--toolkit ssl)"))
+
+
+def layout_hint(path: str) -> str:
+    """`` (it looks like <layout>)`` for a directory in another toolkit's layout, else ""."""
+    if not os.path.isdir(path):
+        return ""
+    for marker, what in _LAYOUTS:
+        if os.path.isfile(os.path.join(path, marker)):
+            return f" (it holds {marker}: {what})"
+    return " (it holds none of the files a known toolkit loads)"

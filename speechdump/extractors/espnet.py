@@ -5,6 +5,14 @@ and call its ``spk_model`` exactly as ``Speech2Embedding.__call__`` does
 (``spk_model(speech=float32 [B, T], extract_embd=True)``, no ``speech_lengths``, under no_grad);
 they only put several utterances (or crops) in one forward pass.
 
+Weights are loaded strictly. ESPnet's ``build_model_from_file`` loads the model file with
+``load_state_dict(strict=False)``, so a training checkpoint (``checkpoint.pth``: model,
+optimizers, ... states) ran a randomly initialised model, and weights of another architecture a
+partly random one. Here the model is built from the config alone (``Speech2Embedding`` without
+a model file), the file's tensors are compared with the model's (``speechdump.weights``), and
+only an exact match is loaded, as ``build_model_from_file`` would load it. The pre-flight
+(``check``) already refuses a file that is not a model state (its keys only are read).
+
 ``--model`` (a local path; nothing is downloaded unless it is not a path, see below) is one of:
 
 * a directory holding ``config.yaml`` (the train config ESPnet writes into ``exp/spk_*``) and
@@ -15,8 +23,9 @@ they only put several utterances (or crops) in one forward pass.
 * the root of an unpacked ESPnet model-zoo archive: a directory with ``meta.yaml`` whose
   ``yaml_files: train_config`` and ``files: model_file`` name the two files (relative paths are
   taken from that directory), as ``espnet_model_zoo`` unpacks them;
-* anything that is not an existing path is taken as a model-zoo tag and passed to
-  ``Speech2Embedding.from_pretrained(model_tag=...)`` (needs ``espnet_model_zoo`` and network).
+* anything that is not an existing path is taken as a model-zoo tag, fetched as
+  ``Speech2Embedding.from_pretrained(model_tag=...)`` fetches it (``espnet_model_zoo``'s
+  ``ModelDownloader``; needs network).
 
 The sample rate is the config's ``preprocessor_conf: sample_rate``, else its ``sample_rate``,
 else 16000.
@@ -36,17 +45,17 @@ only utterances of identical length, and ``rawnet`` batches fixed-length crops.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-import types
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 
-from speechdump.extractors.base import Extractor
+from speechdump import compat, weights
+from speechdump.errors import ModelError, OptionError
+from speechdump.extractors import register
+from speechdump.extractors.base import Extractor, Option, layout_hint, positive
 
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -57,21 +66,24 @@ DEFAULT_SAMPLE_RATE = 16000
 # over 30 times to fill a 3 s crop: an embedding of almost nothing. Same limit as Resemblyzer's.
 MIN_SECONDS = 0.1
 
+MODEL_FILE_HINT = (": pass the model file (e.g. valid.eer.best.pth, or the 'model' entry saved "
+                   "alone)")
+
 
 def _model_files(path: Path) -> dict:
     """``{train_config, model_file}`` for a local ``--model`` path (see the module docstring)."""
     if path.is_file():
         if path.suffix != ".pth":
-            raise ValueError(f"--model {path}: expected a directory or a *.pth model file")
+            raise ModelError(f"--model {path}: expected a directory or a *.pth model file")
         config = path.parent / "config.yaml"
         if not config.is_file():
-            raise ValueError(f"--model {path}: no config.yaml beside the model file")
+            raise ModelError(f"--model {path}: no config.yaml beside the model file")
         return {"train_config": str(config), "model_file": str(path)}
     if (path / "config.yaml").is_file():
         pths = sorted(p.name for p in path.glob("*.pth"))
         if len(pths) != 1:
             found = ", ".join(pths) if pths else "none"
-            raise ValueError(f"--model {path}: expected exactly one *.pth beside config.yaml, "
+            raise ModelError(f"--model {path}: expected exactly one *.pth beside config.yaml, "
                              f"found {found}; pass the model file itself as --model")
         return {"train_config": str(path / "config.yaml"), "model_file": str(path / pths[0])}
     if (path / "meta.yaml").is_file():
@@ -82,101 +94,66 @@ def _model_files(path: Path) -> dict:
         config = (meta.get("yaml_files") or {}).get("train_config")
         model_file = (meta.get("files") or {}).get("model_file")
         if not config or not model_file:
-            raise ValueError(f"--model {path}: meta.yaml names no yaml_files: train_config "
+            raise ModelError(f"--model {path}: meta.yaml names no yaml_files: train_config "
                              "and files: model_file")
         return {"train_config": str(path / config), "model_file": str(path / model_file)}
-    raise ValueError(f"--model {path}: expected config.yaml and one *.pth (an exp/spk_* dir), "
+    raise ModelError(f"--model {path}: expected config.yaml and one *.pth (an exp/spk_* dir), "
                      "a *.pth file with config.yaml beside it, or an unpacked model-zoo dir "
-                     "with meta.yaml")
-
-
-# Text front-ends that ESPnet's tokenizers and cleaners import at the top and use only on text.
-# Loading them took 2.7 s (g2p_en, nltk) and 2 s (inflect, through tacotron_cleaner) of every
-# job's start, and g2p_en's import calls nltk.download for data it lacks: on an offline node
-# whose network drops packets, each call waits for the TCP timeout.
-_TEXT_MODULES = ("g2p_en", "tacotron_cleaner", "tacotron_cleaner.cleaners")
-
-
-class _LoadOnFirstUse(types.ModuleType):
-    """Stands in for a module: imports the real one when a name is first read from it.
-
-    A package's stand-in carries its spec, file and path, so probes do not load it:
-    transformers calls ``find_spec`` on optional packages, and ``inspect.getmodule``, which
-    torch calls while registering operators, reads ``__file__`` of every module.
-    """
-
-    def __init__(self, name: str, spec=None):
-        super().__init__(name)
-        if spec is not None:
-            self.__spec__, self.__loader__, self.__file__ = spec, spec.loader, spec.origin
-            self.__package__ = spec.parent
-            if spec.submodule_search_locations is not None:
-                self.__path__ = spec.submodule_search_locations
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        real = importlib.import_module(self.__name__)
-        self.__dict__.update(real.__dict__)
-        return getattr(real, name)
-
-
-def _unchecked(target=None, **options):
-    """``typeguard.typechecked`` that checks nothing: the decorated function itself."""
-    return target if target is not None else _unchecked
+                     f"with meta.yaml{layout_hint(str(path))}")
 
 
 def _import_speech2embedding():
-    """``espnet2.bin.spk_inference.Speech2Embedding``, with the text front-ends standing in and
-    ESPnet's type checks left out.
-
-    Speaker models never tokenize or clean text; should anything do so later, the modules
-    load then. A later ``import`` of them gets the real modules.
-
-    ESPnet decorates its functions with typeguard's ``@typechecked``, which recompiles each
-    one from its source with argument checks added, at import: 2.7 s of a job's start for
-    checks of ESPnet's calls to itself. While ``espnet2`` is imported the decorator leaves
-    the functions as written; it is restored afterwards.
-    """
-    import typeguard
-
-    stand_ins = {}
-    for name in _TEXT_MODULES:
-        parent = name.rpartition(".")[0]
-        if name in sys.modules or (parent and parent not in stand_ins):
-            continue  # loaded already, or under a package that is
-        # A package's spec (finding it does not run it); a submodule's stand-in needs none.
-        spec = None if parent else importlib.util.find_spec(name)
-        if parent or spec is not None:  # a package not installed is left to ESPnet's import
-            stand_ins[name] = sys.modules[name] = _LoadOnFirstUse(name, spec)
-    typechecked, typeguard.typechecked = typeguard.typechecked, _unchecked
-    try:
-        from espnet2.bin.spk_inference import Speech2Embedding
-    finally:
-        typeguard.typechecked = typechecked
-        for name, module in stand_ins.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-    return Speech2Embedding
+    """``espnet2.bin.spk_inference.Speech2Embedding``, imported without ESPnet's type checks
+    and with the text front-ends standing in (``speechdump.compat.import_unchecked``): 2.7 s
+    and more of every job's start, and no nltk.download on an offline node. Speaker models
+    never tokenize or clean text; should anything do so later, the modules load then."""
+    module = compat.import_unchecked("espnet2.bin.spk_inference", compat.ESPNET_TEXT_MODULES)
+    return module.Speech2Embedding
 
 
 def load_speech2embedding(model: Optional[str], device: str = "cpu"):
-    """ESPnet's ``Speech2Embedding`` for ``--model`` (local layouts above, else a zoo tag)."""
+    """ESPnet's ``Speech2Embedding`` for ``--model`` (local layouts above, else a zoo tag), with
+    the model file's weights loaded only if they are exactly the model's (module docstring)."""
     if not model:
-        raise ValueError("the ESPnet toolkits need --model: a directory with config.yaml and "
-                         "one *.pth (e.g. exp/spk_train_rawnet3_raw_sp), or a *.pth file")
+        raise ModelError(f"the ESPnet toolkits need --model: {_ESPnetBase.model_help}")
     Speech2Embedding = _import_speech2embedding()
 
     path = Path(os.path.expanduser(model))
-    if path.exists():
-        return Speech2Embedding(**_model_files(path), device=device)
+    files = _model_files(path) if path.exists() else _zoo_files(model)
+    state = model_state(files["model_file"])
+    # build_model_from_file without a model file: builds the model (and any adapter), loads
+    # nothing; the weights follow once they are known to fit.
+    speech2embedding = Speech2Embedding(train_config=files["train_config"], device=device)
+    weights.check_module(speech2embedding.spk_model, state, files["model_file"],
+                         what=f"the model {files['train_config']} builds")
+    # As build_model_from_file loads it; non-strict only for weights.HARMLESS_MISSING.
+    speech2embedding.spk_model.load_state_dict(state, strict=False)
+    return speech2embedding
+
+
+def model_state(model_file: str) -> Dict[str, torch.Tensor]:
+    """The state dict an ESPnet model file holds (a DeepSpeed file's "module" entry, as
+    ``build_model_from_file`` takes it); a training checkpoint or any other object is a
+    ModelError naming the file. Reads the tensors' names and shapes only (mmap)."""
+    state = weights.read(model_file, MODEL_FILE_HINT)
+    if isinstance(state, Mapping) and "module" in state:
+        state = state["module"]
+    return weights.as_state(state, model_file, MODEL_FILE_HINT)
+
+
+def _zoo_files(tag: str) -> Dict[str, str]:
+    """``{train_config, model_file}`` of a model-zoo tag, fetched as
+    ``Speech2Embedding.from_pretrained`` fetches them."""
     try:
-        return Speech2Embedding.from_pretrained(model_tag=model, device=device)
+        from espnet_model_zoo.downloader import ModelDownloader
     except ImportError as exc:
-        raise ValueError(f"--model {model}: no such file or directory, and as an ESPnet "
+        raise ModelError(f"--model {tag}: no such file or directory, and as an ESPnet "
                          f"model-zoo tag it needs espnet_model_zoo ({exc})") from exc
+    files = ModelDownloader().download_and_unpack(tag)
+    if not files.get("train_config") or not files.get("model_file"):
+        raise ModelError(f"--model {tag}: the model-zoo entry names no train_config and "
+                         f"model_file ({', '.join(files)})")
+    return {"train_config": str(files["train_config"]), "model_file": str(files["model_file"])}
 
 
 def _sample_rate(train_args) -> int:
@@ -187,6 +164,32 @@ def _sample_rate(train_args) -> int:
 
 class _ESPnetBase(Extractor):
     min_seconds = MIN_SECONDS
+    needs_model = True
+    model_help = ("a directory with config.yaml and one *.pth (e.g. exp/spk_train_rawnet3_raw_sp), "
+                  "a *.pth file with config.yaml beside it, an unpacked model-zoo dir (meta.yaml), "
+                  "or a model-zoo tag")
+
+    @classmethod
+    def check(cls, model, options):
+        streams = super().check(model, options)
+        path = Path(os.path.expanduser(model))
+        if path.exists():
+            files = _model_files(path)
+            config = files["train_config"]
+            try:
+                import yaml
+
+                with open(config, encoding="utf-8") as f:
+                    train_args = yaml.safe_load(f)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise ModelError(f"cannot read {config}: {exc}") from exc
+            if not isinstance(train_args, dict) or "encoder" not in train_args:
+                raise ModelError(f"{config} is not an ESPnet train config (no encoder: entry)")
+            # A training checkpoint or other non-model file, caught before jobs launch; its
+            # tensors are compared with the model's at the start of each job (building the
+            # model takes ESPnet's import).
+            model_state(files["model_file"])
+        return streams
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
         self.speech2embedding = load_speech2embedding(model, device)
@@ -197,11 +200,12 @@ class _ESPnetBase(Extractor):
 
     @torch.no_grad()
     def _embed(self, speech: np.ndarray) -> np.ndarray:
-        """``[B, T]`` equal-length waves -> ``[B, D]``, as ``Speech2Embedding.__call__`` runs them."""
+        """``[B, T]`` equal-length waves -> ``[B, D]``, as ``Speech2Embedding.__call__`` does."""
         batch = torch.from_numpy(np.ascontiguousarray(speech)).to(self.dtype).to(self.device)
         return self.model(speech=batch, extract_embd=True).float().cpu().numpy()
 
 
+@register("espnet")
 class ESPnetExtractor(_ESPnetBase):
     """``--toolkit espnet``: ``Speech2Embedding(wave)`` of each whole utterance, batched.
 
@@ -228,6 +232,7 @@ class ESPnetExtractor(_ESPnetBase):
         return list(self._embed(np.stack(batch)))
 
 
+@register("rawnet")
 class RawNet3Extractor(_ESPnetBase):
     """``--toolkit rawnet``: RawNet3 / VoxCeleb multi-crop embedding of each utterance.
 
@@ -248,12 +253,14 @@ class RawNet3Extractor(_ESPnetBase):
 
     NUM_CROPS = 10
     CROP_SECONDS = 3.0
+    options = (Option("num_crops", int, NUM_CROPS, "crops per utterance", check=positive),
+               Option("crop_seconds", float, CROP_SECONDS, "seconds per crop", check=positive))
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu",
                  num_crops: int = NUM_CROPS, crop_seconds: float = CROP_SECONDS):
         super().__init__(model, device)
         if num_crops < 1 or crop_seconds <= 0:
-            raise ValueError("num_crops must be >= 1 and crop_seconds > 0")
+            raise OptionError("num_crops must be >= 1 and crop_seconds > 0")
         self.num_crops = int(num_crops)
         self.crop_seconds = float(crop_seconds)
         self.crop_samples = int(self.crop_seconds * self.sample_rate)  # as SpkPreprocessor

@@ -45,7 +45,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from speechdump.extractors.base import Extractor
+from speechdump.errors import OptionError
+from speechdump.extractors import register
+from speechdump.extractors.base import FRAMES, Extractor, Option, Stream, non_negative, positive
 
 # Kaldi reads 16-bit PCM as integer sample values; soundfile gives them divided by 2 ** 15.
 INT16_SCALE = 32768.0
@@ -54,44 +56,59 @@ INT16_SCALE = 32768.0
 _GLOBAL_RNG = threading.Lock()
 
 
+# The options fbank and MFCC share.
+FRAME_OPTIONS = (
+    Option("frame_length", float, 25.0, "frame length in ms", check=positive),
+    Option("frame_shift", float, 10.0, "frame shift in ms", check=positive),
+    Option("dither", float, 0.0, "Kaldi's dither (Kaldi: 1.0), seeded per utterance",
+           check=non_negative),
+    Option("sample_rate", int, 16000, "rate the audio is resampled to (8000 for telephone "
+           "speech)", check=positive),
+)
+
+
 class _KaldiFeatsExtractor(Extractor):
-    frame_level = True
-    name = ""  # the toolkit name, for messages
+    @classmethod
+    def check(cls, model, options):
+        super().check(model, options)
+        dim = options.get("num_ceps") or options["num_mel_bins"]
+        return [Stream(shape=FRAMES, frame_shift=options["frame_shift"] / 1000, dim=dim)]
 
     def __init__(self, model: Optional[str], device: str, frame_length: float,
                  frame_shift: float, dither: float, sample_rate: int):
         if model:
-            raise ValueError(f"{self.name} features need no model; got model '{model}' "
-                             f"(leave --model empty)")
+            raise OptionError(f"{self.name} features need no model; got model '{model}' "
+                              f"(leave --model empty)")
         self.device = device  # accepted for the common interface; the work runs on the CPU
         self.sample_rate = int(sample_rate)
         self.frame_length = float(frame_length)
         self.frame_shift = float(frame_shift)
         self.dither = float(dither)
         if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+            raise OptionError(f"sample_rate must be positive, got {sample_rate}")
         if self.frame_length <= 0 or self.frame_shift <= 0:
-            raise ValueError(f"frame_length and frame_shift must be positive milliseconds, got "
-                             f"{frame_length} and {frame_shift}")
+            raise OptionError(f"frame_length and frame_shift must be positive milliseconds, got "
+                              f"{frame_length} and {frame_shift}")
         if self.dither < 0:
-            raise ValueError(f"dither must be >= 0, got {dither}")
+            raise OptionError(f"dither must be >= 0, got {dither}")
         # Kaldi's WindowSize() / WindowShift(): truncated to whole samples.
         self.window_size = int(self.sample_rate * self.frame_length * 0.001)
         self.window_shift = int(self.sample_rate * self.frame_shift * 0.001)
         if self.window_size < 2:
-            raise ValueError(f"frame_length {frame_length} ms is under 2 samples at "
-                             f"{self.sample_rate} Hz")
+            raise OptionError(f"frame_length {frame_length} ms is under 2 samples at "
+                              f"{self.sample_rate} Hz")
         if self.window_shift < 1:
-            raise ValueError(f"frame_shift {frame_shift} ms is under 1 sample at "
-                             f"{self.sample_rate} Hz")
+            raise OptionError(f"frame_shift {frame_shift} ms is under 1 sample at "
+                              f"{self.sample_rate} Hz")
         # At least one whole frame (snip_edges).
         self.min_seconds = self.window_size / self.sample_rate
         # Let torchaudio check the remaining options once, on one silent frame.
         try:
             dim = self._features(torch.zeros(1, self.window_size)).shape[1]
         except (AssertionError, RuntimeError) as exc:
-            raise ValueError(f"invalid {self.name} options: {exc}") from exc
+            raise OptionError(f"invalid {self.name} options: {exc}") from exc
         self.dim = dim
+        self.streams = (Stream(shape=FRAMES, frame_shift=self.frame_shift / 1000, dim=dim),)
 
     def _options(self) -> dict:
         return dict(frame_length=self.frame_length, frame_shift=self.frame_shift,
@@ -131,17 +148,18 @@ class _KaldiFeatsExtractor(Extractor):
         return list(batch)
 
 
+@register("fbank")
 class FbankExtractor(_KaldiFeatsExtractor):
     """Kaldi log mel filterbank energies, ``[frames, num_mel_bins]``."""
 
-    name = "fbank"
+    options = (Option("num_mel_bins", int, 80, "mel bins", check=positive), *FRAME_OPTIONS)
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", num_mel_bins: int = 80,
                  frame_length: float = 25.0, frame_shift: float = 10.0, dither: float = 0.0,
                  sample_rate: int = 16000):
         self.num_mel_bins = int(num_mel_bins)
         if self.num_mel_bins < 1:
-            raise ValueError(f"num_mel_bins must be >= 1, got {num_mel_bins}")
+            raise OptionError(f"num_mel_bins must be >= 1, got {num_mel_bins}")
         super().__init__(model, device, frame_length, frame_shift, dither, sample_rate)
 
     def _compute(self, wave: torch.Tensor) -> torch.Tensor:
@@ -150,10 +168,20 @@ class FbankExtractor(_KaldiFeatsExtractor):
         return kaldi.fbank(wave, num_mel_bins=self.num_mel_bins, **self._options())
 
 
+@register("mfcc")
 class MfccExtractor(_KaldiFeatsExtractor):
     """Kaldi MFCCs (C0 first, liftered, no energy term), ``[frames, num_ceps]``."""
 
-    name = "mfcc"
+    options = (Option("num_mel_bins", int, 23, "mel bins", check=positive),
+               Option("num_ceps", int, 13, "cepstra (at most num_mel_bins)", check=positive),
+               *FRAME_OPTIONS)
+
+    @classmethod
+    def check(cls, model, options):
+        if options["num_ceps"] > options["num_mel_bins"]:
+            raise OptionError(f"--num_ceps {options['num_ceps']} cannot exceed --num_mel_bins "
+                              f"{options['num_mel_bins']}")
+        return super().check(model, options)
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", num_mel_bins: int = 23,
                  num_ceps: int = 13, frame_length: float = 25.0, frame_shift: float = 10.0,
@@ -161,11 +189,11 @@ class MfccExtractor(_KaldiFeatsExtractor):
         self.num_mel_bins = int(num_mel_bins)
         self.num_ceps = int(num_ceps)
         if self.num_mel_bins < 1 or self.num_ceps < 1:
-            raise ValueError(f"num_mel_bins and num_ceps must be >= 1, got {num_mel_bins} "
-                             f"and {num_ceps}")
+            raise OptionError(f"num_mel_bins and num_ceps must be >= 1, got {num_mel_bins} "
+                              f"and {num_ceps}")
         if self.num_ceps > self.num_mel_bins:
-            raise ValueError(f"num_ceps ({num_ceps}) cannot exceed num_mel_bins "
-                             f"({num_mel_bins})")
+            raise OptionError(f"num_ceps ({num_ceps}) cannot exceed num_mel_bins "
+                              f"({num_mel_bins})")
         super().__init__(model, device, frame_length, frame_shift, dither, sample_rate)
 
     def _compute(self, wave: torch.Tensor) -> torch.Tensor:

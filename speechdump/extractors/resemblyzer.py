@@ -15,7 +15,8 @@ mel spectrogram goes through librosa, whose first call imports and compiles numb
 
 from __future__ import annotations
 
-from typing import List, Optional
+import os
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import scipy.fft
@@ -24,24 +25,48 @@ import webrtcvad
 from resemblyzer import VoiceEncoder, audio, hparams
 from scipy.ndimage import binary_dilation
 
-from speechdump.extractors.base import Extractor
+from speechdump import weights
+from speechdump.errors import ModelError
+from speechdump.extractors import register
+from speechdump.extractors.base import Extractor, Stream
 
 # Resemblyzer's own embed_utterance defaults.
 PARTIALS_PER_SECOND = 1.3
 MIN_COVERAGE = 0.75
 INT16_MAX = 2 ** 15 - 1  # the PCM scale of its VAD input
 VAD_WINDOW = hparams.vad_window_length * hparams.sampling_rate // 1000  # samples
+# Saved beside the encoder in Resemblyzer's files (the wheel's too): the GE2E loss's similarity
+# scale and bias, used in training only; its own loading skips them (strict=False).
+GE2E_LOSS_TENSORS = ("similarity_weight", "similarity_bias")
 
 
+@register("resemblyzer")
 class ResemblyzerExtractor(Extractor):
+    model_help = ("optional: a Resemblyzer weights file (pretrained.pt); default: the encoder "
+                  "shipped in its wheel")
     sample_rate = 16000
     dim = 256
+    streams = (Stream(dim=dim),)
     # Below a few VAD windows (30 ms each) and mel frames there is nothing to embed.
     min_seconds = 0.1
 
+    @classmethod
+    def check(cls, model, options):
+        if model and not os.path.isfile(model):
+            raise ModelError(f"resemblyzer model '{model}' is not a file ({cls.model_help})")
+        if model:
+            # The wheel's encoder gives the architecture: a 1.4 M-parameter LSTM, cheap to build.
+            checked_state(model, VoiceEncoder(device="cpu", verbose=False))
+        return super().check(model, options)
+
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
         self.device = torch.device(device)
-        self.encoder = VoiceEncoder(device=self.device, verbose=False, weights_fpath=model)
+        # The wheel's encoder, then --model's weights once they are known to fit it (with
+        # weights_fpath=model, VoiceEncoder would load whatever they are, strict=False).
+        self.encoder = VoiceEncoder(device=self.device, verbose=False)
+        if model:
+            # Non-strict only for GE2E_LOSS_TENSORS, which checked_state allows.
+            self.encoder.load_state_dict(checked_state(model, self.encoder), strict=False)
         self.encoder.eval()
         self.mel = MelSpectrogram()
 
@@ -75,6 +100,21 @@ class ResemblyzerExtractor(Extractor):
             raw = partials.mean(axis=0)
             embeds.append((raw / np.linalg.norm(raw, 2)).astype(np.float32))
         return embeds
+
+
+def checked_state(path: str, encoder: VoiceEncoder) -> Dict[str, torch.Tensor]:
+    """The encoder weights in a Resemblyzer file (its "model_state" entry, which VoiceEncoder
+    loads), if they are exactly ``encoder``'s tensors: else a ModelError naming the file."""
+    checkpoint = weights.read(path)
+    if not isinstance(checkpoint, Mapping) or "model_state" not in checkpoint:
+        found = (f"keys {', '.join(map(str, list(checkpoint)[:6]))}"
+                 if isinstance(checkpoint, Mapping) else f"a {type(checkpoint).__name__}")
+        raise ModelError(f"{path} is not a Resemblyzer weights file: no 'model_state' entry "
+                         f"({found}; Resemblyzer saves step, model_state, optimizer_state)")
+    state = weights.as_state(checkpoint["model_state"], f"{path} ('model_state')")
+    weights.check_module(encoder, state, path, allow_unexpected=GE2E_LOSS_TENSORS,
+                         what="Resemblyzer's VoiceEncoder (3 LSTM layers of 256, 40 mels in)")
+    return state
 
 
 def trim_long_silences(wav: np.ndarray) -> np.ndarray:

@@ -13,6 +13,12 @@ agree within 1e-6 of the largest component. The x-vector's statistics pooling ad
 noise (1e-5..9e-5) to its means even at inference; it is pinned to what a lone utterance draws
 after ``torch.manual_seed(0)``, so output is reproducible. Unknown architectures get batches of
 identical lengths only (``equal_lengths_only``).
+
+Checkpoints must fit: SpeechBrain's pretrainer loads each with ``load_state_dict(strict=False)``
+and only logs tensors missing or extra, so a checkpoint of another architecture gave a randomly
+initialised model. After loading, each module's tensors are compared with its file
+(``speechdump.weights``), and any difference is a ModelError naming the file (at the start of
+each job: building the modules is not a pre-flight's work).
 """
 
 from __future__ import annotations
@@ -23,63 +29,38 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from speechdump.extractors.base import Extractor, looks_like_local_path
+from speechdump import compat, weights
+from speechdump.errors import ModelError
+from speechdump.extractors import register
+from speechdump.extractors.base import Extractor, layout_hint, looks_like_local_path
 
 DEFAULT_SAMPLE_RATE = 16000
 
 
-
-class _PerItemPadding:
-    """Replaces a SpeechBrain ``Conv1d._manage_padding``: pads every item at its own end.
-
-    SpeechBrain pads the time axis of a whole batch at once (reflect by default), so an item
-    shorter than the batch sees the batch's padding instead of the reflection of its own last
-    frames. This pads the frames of item ``i`` (``frames[i]`` of them) exactly as the
-    convolution would pad that item alone; what follows lies beyond the item and is never read
-    by its valid output frames. Without frame counts set it pads as SpeechBrain does.
-    """
-
-    def __init__(self, conv, state: "SpeechBrainExtractor"):
-        self.conv = conv
-        self.state = state
-        self.original = conv._manage_padding
-
-    def __call__(self, x, kernel_size, dilation, stride):
-        frames = self.state._frames
-        if frames is None:
-            return self.original(x, kernel_size, dilation, stride)
-        pad = dilation * (kernel_size - 1) // 2  # SpeechBrain's get_padding_elem for stride 1
-        mode = self.conv.padding_mode
-        total = x.shape[-1]
-        if x.shape[0] != len(frames) or total != int(frames.max()):
-            raise RuntimeError("per-item padding: the time axis is not the batch's frames")
-        pos = torch.arange(-pad, total + pad, device=x.device)[None, :]  # [1, T + 2p]
-        length = frames[:, None]
-        if mode in ("constant", "zeros"):
-            inside = (pos >= 0) & (pos < length)
-            return F.pad(x, (pad, pad)) * inside[:, None, :].to(x.dtype)
-        if mode == "reflect":
-            src = torch.where(pos < 0, -pos,
-                              torch.where(pos >= length, 2 * (length - 1) - pos, pos))
-        elif mode == "replicate":
-            src = torch.minimum(pos.clamp(min=0), length - 1)
-        elif mode == "circular":
-            src = torch.remainder(pos, length)
-        else:
-            raise RuntimeError(f"per-item padding: unknown padding mode {mode!r}")
-        src = src.clamp(0, total - 1)
-        return torch.gather(x, 2, src[:, None, :].expand(x.shape[0], x.shape[1], -1))
-
-
+@register("speechbrain")
 class SpeechBrainExtractor(Extractor):
+    needs_model = True
+    model_help = ("a local directory in SpeechBrain's pretrained layout (hyperparams.yaml + "
+                  "checkpoints), or a hub name such as speechbrain/spkrec-ecapa-voxceleb")
+
+    @classmethod
+    def check(cls, model, options):
+        streams = super().check(model, options)
+        path = os.path.expanduser(model)
+        if os.path.isdir(path):
+            hparams = os.path.join(path, "hyperparams.yaml")
+            if not os.path.isfile(hparams):
+                raise ModelError(f"speechbrain model '{model}' has no hyperparams.yaml"
+                                 f"{layout_hint(path)}")
+            _read_text(hparams)
+        elif looks_like_local_path(model):
+            raise ModelError(f"speechbrain model '{model}' is not a directory")
+        return streams
+
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
         if model is None:
-            raise ValueError(
-                "speechbrain needs --model: a local directory in SpeechBrain's pretrained layout "
-                "(hyperparams.yaml + checkpoints), or a hub name such as "
-                "speechbrain/spkrec-ecapa-voxceleb")
+            raise ModelError(f"speechbrain needs --model: {self.model_help}")
         from speechbrain.inference.speaker import EncoderClassifier
         from speechbrain.utils.fetching import FetchConfig
 
@@ -87,21 +68,34 @@ class SpeechBrainExtractor(Extractor):
         model = os.path.expanduser(model)
         if os.path.isdir(model):
             source = os.path.abspath(model)
-            with open(os.path.join(source, "hyperparams.yaml"), encoding="utf-8") as f:
-                defines_pretrained_path = re.search(r"^pretrained_path\s*:", f.read(), re.M)
+            hparams = _read_text(os.path.join(source, "hyperparams.yaml"))
+            defines_pretrained_path = re.search(r"^pretrained_path\s*:", hparams, re.M)
             # Hub repos name themselves in ``pretrained_path`` (the pretrainer's checkpoint
             # paths); a local copy must load its own files, and nothing may be downloaded.
             kwargs["overrides"] = {"pretrained_path": source} if defines_pretrained_path else {}
             kwargs["fetch_config"] = FetchConfig(allow_network=False)
         elif looks_like_local_path(model):
-            raise ValueError(f"speechbrain model '{model}' is not a directory")
+            raise ModelError(f"speechbrain model '{model}' is not a directory")
         else:
             source = model  # a hub name: fetched (Hugging Face cache) because the user named it
         # savedir=None: SpeechBrain then loads every file where it lies (the local directory, or
         # the Hugging Face cache for a hub name) and writes nothing; with a savedir it would put
         # symlinks to each file there, i.e. write into the model directory or another folder.
-        self.model = EncoderClassifier.from_hparams(
-            source=source, savedir=None, run_opts={"device": device}, **kwargs)
+        try:
+            self.model = EncoderClassifier.from_hparams(
+                source=source, savedir=None, run_opts={"device": device}, **kwargs)
+        except RuntimeError as exc:
+            if "Error(s) in loading state_dict" not in str(exc):
+                raise
+            # Tensors of other shapes: SpeechBrain's transfer refuses them without naming the
+            # file; the modules are built again to say which file and tensors.
+            if os.path.isdir(source):
+                _check_checkpoints(_collected_pretrainer(source, kwargs), source)
+            raise ModelError(f"speechbrain model '{model}': a checkpoint does not fit the model "
+                             f"hyperparams.yaml builds: {'; '.join(str(exc).split(chr(10)))}"
+                             ) from exc
+        # SpeechBrain loaded each checkpoint non-strictly: refuse files that do not fit.
+        _check_checkpoints(self.model.hparams.pretrainer, source)
         self.device = torch.device(device)
         if self.device.type == "cpu":
             # CPU convolutions of this size cost more per utterance in a batch than alone
@@ -135,16 +129,15 @@ class SpeechBrainExtractor(Extractor):
 
         batchable = isinstance(mods.embedding_model, (ECAPA_TDNN, Xvector)) and all(
             m.stride == 1 for m in convs)
-        if batchable:
-            for conv in convs:
-                if conv.dilation * (conv.kernel_size - 1) // 2 > 0:
-                    conv._manage_padding = _PerItemPadding(conv, self)
-        else:
+        padded = [m for m in convs if m.dilation * (m.kernel_size - 1) // 2 > 0]
+        # Patches of SpeechBrain internals (speechdump.compat), verified on first use.
+        self._padding = compat.patch_speechbrain_padding(padded if batchable else [],
+                                                         lambda: self._frames)
+        if not batchable:
             # Unknown layers may mix time in ways the padding above does not cover.
             self.equal_lengths_only = True
-        for pooling in mods.embedding_model.modules():
-            if isinstance(pooling, StatisticsPooling):
-                pooling._get_gauss_noise = _LoneUtteranceNoise(pooling)
+        self._noise = compat.patch_speechbrain_noise(
+            [m for m in mods.embedding_model.modules() if isinstance(m, StatisticsPooling)])
 
     def prepare(self, wave: np.ndarray) -> torch.Tensor:
         """Features of one utterance, normalised on its own, as ``encode_batch`` of it alone
@@ -168,8 +161,53 @@ class SpeechBrainExtractor(Extractor):
                 embeddings = self.model.mods.embedding_model(x, _relative_lengths(frames))
             finally:
                 self._frames = None
+        if len(batch) > 1:
+            self._padding.verify()
+        self._noise.verify()
         embeddings = embeddings.reshape(len(batch), -1).float().cpu().numpy()
         return [np.ascontiguousarray(e) for e in embeddings]
+
+
+def _check_checkpoints(pretrainer, source: str) -> None:
+    """Every module that SpeechBrain's pretrainer loads with its parameter transfer
+    (``torch_parameter_transfer``: ``load_state_dict(strict=False)``, a log warning per tensor
+    missing or extra), compared with its checkpoint as that transfer reads it (SpeechBrain's
+    renames of old key names applied): a ModelError naming the file if they differ. Modules
+    with their own loader (``InputNormalization``'s statistics, the label encoder) are not
+    parameter transfers and are left to it."""
+    from speechbrain.utils.checkpoints import (DEFAULT_TRANSFER_HOOKS, get_default_hook,
+                                               hook_on_loading_state_dict_checkpoint,
+                                               torch_parameter_transfer)
+
+    for name, module in pretrainer.loadables.items():
+        if (name in pretrainer.custom_hooks or not pretrainer.is_loadable(name)
+                or get_default_hook(module, DEFAULT_TRANSFER_HOOKS)
+                is not torch_parameter_transfer):
+            continue
+        path = str(pretrainer.paths[name])
+        state = hook_on_loading_state_dict_checkpoint(weights.as_state(weights.read(path), path))
+        weights.check_module(module, state, path,
+                             what=f"the {name} that {source}'s hyperparams.yaml builds")
+
+
+def _collected_pretrainer(source: str, kwargs: dict):
+    """The pretrainer of a local model dir, its modules built anew and its files located (as
+    ``from_hparams`` does, loading nothing): for naming the file a failed load came from."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(os.path.join(source, "hyperparams.yaml"), encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, kwargs.get("overrides", {}))
+    pretrainer = hparams["pretrainer"]
+    pretrainer.collect_files(default_source=source, fetch_config=kwargs["fetch_config"])
+    return pretrainer
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
 
 
 def _relative_lengths(frames: torch.Tensor) -> torch.Tensor:
@@ -180,22 +218,3 @@ def _relative_lengths(frames: torch.Tensor) -> torch.Tensor:
     rel = (frames.double() / total).float()
     too_long = rel * total > frames.float()
     return torch.where(too_long, torch.nextafter(rel, torch.zeros_like(rel)), rel)
-
-
-class _LoneUtteranceNoise:
-    """``StatisticsPooling._get_gauss_noise`` pinned: each item gets the noise SpeechBrain draws
-    for an utterance alone after ``torch.manual_seed(0)`` (same formula, same generator)."""
-
-    def __init__(self, pooling):
-        self.eps = pooling.eps
-        self.cache = {}
-
-    def __call__(self, shape, device="cpu"):
-        key = (int(shape[-1]), str(device))
-        if key not in self.cache:
-            generator = torch.Generator(device=device).manual_seed(0)
-            noise = torch.randn((1, shape[-1]), generator=generator, device=device)
-            noise -= torch.min(noise)
-            noise /= torch.max(noise)
-            self.cache[key] = self.eps * ((1 - 9) * noise + 9)
-        return self.cache[key].expand(shape)

@@ -4,7 +4,7 @@
 (``config.json``, the weights, ``preprocessor_config.json``), loaded with
 ``AutoModel.from_pretrained`` / ``AutoFeatureExtractor.from_pretrained`` (local files only); a
 name that is not an existing path is passed through as a hub name (fetched because the user
-named it). Weights are used in float32.
+named it). Weights are used in float32, and only if they fit the model (``load_model``).
 
 Options:
 
@@ -77,6 +77,7 @@ judgement of usefulness: a 25 ms input gives one frame.)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -87,15 +88,69 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from speechdump import compat, weights
 from speechdump.batching import pad, plan_batches
-from speechdump.extractors.base import Extractor, looks_like_local_path
+from speechdump.errors import ModelError, OptionError
+from speechdump.extractors import register
+from speechdump.extractors.base import (FRAMES, VECTOR, Extractor, Option, Stream, layout_hint,
+                                        looks_like_local_path, positive)
 
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
 MASKABLE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 POOLS = ("none", "mean", "last")
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
+# Tensors a checkpoint may lack (see load_model): masked_spec_embed, the vector that replaces
+# masked frames in training (SpecAugment-style masking in train mode, or mask_time_indices
+# given); never used here. transformers creates it whenever the config's mask_time_prob or
+# mask_feature_prob is > 0 (the defaults), so a checkpoint saved from a model configured
+# without masking lacks it while the model built from an edited config has it.
+HARMLESS_MISSING = ("masked_spec_embed",)
+# The weight files transformers looks for in a local model dir, in its order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
+
+
+def load_model(source: str, local: bool):
+    """``AutoModel.from_pretrained(source)`` in float32, refusing weights that do not fit.
+
+    transformers initialises tensors missing from the file at random with only a log warning.
+    Here any tensor missing (but ``HARMLESS_MISSING``), of another shape, or in the file under
+    one of the model's own modules but unknown to it (e.g. ``encoder.layers.12.*`` for a
+    12-layer config) is a ModelError naming the file. Tensors of layers the base model does not
+    have are allowed: they are the heads of a task model's checkpoint (``lm_head`` of a
+    ``*ForCTC``, ``project_q``/``quantizer`` of a ``*ForPreTraining``, ``projector``/
+    ``classifier`` of a ``*ForSequenceClassification``); the base model's hidden states never
+    use them, and transformers already strips the checkpoint's prefix (``wav2vec2.``, ...)
+    from the base model's own tensors."""
+    from transformers import AutoModel
+
+    model, info = AutoModel.from_pretrained(
+        source, local_files_only=local, dtype=torch.float32, output_loading_info=True,
+        ignore_mismatched_sizes=True)  # reported below instead of raised without the names
+    order = {name: i for i, name in enumerate(model.state_dict())}
+    own = {name.split(".")[0] for name in order}
+    missing = sorted((k for k in info["missing_keys"] if k not in HARMLESS_MISSING),
+                     key=lambda k: order.get(k, len(order)))
+    unexpected = sorted(k for k in info["unexpected_keys"] if k.split(".")[0] in own)
+    mismatched = sorted((k, tuple(found), tuple(wanted))
+                        for k, found, wanted in info["mismatched_keys"])
+    path = _weights_path(source)
+    if info["error_msgs"]:
+        raise ModelError(f"{path}: {'; '.join(map(str, info['error_msgs']))}")
+    weights.refuse(path, len(order), missing, unexpected, mismatched,
+                   what=f"the {type(model).__name__} {os.path.join(source, 'config.json')} "
+                        f"describes" if local else f"the {type(model).__name__} of {source}")
+    return model
+
+
+def _weights_path(source: str) -> str:
+    """The weights file transformers loads from a local model dir (for messages)."""
+    for name in WEIGHT_FILES:
+        if os.path.isfile(os.path.join(source, name)):
+            return os.path.join(source, name)
+    return source
 
 
 def parse_layers(spec: str, num_layers: int) -> List[int]:
@@ -108,16 +163,16 @@ def parse_layers(spec: str, num_layers: int) -> List[int]:
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not match:
-            raise ValueError(f"--layers '{spec}': expected 'all' or hidden-state numbers such as "
-                             f"'6', '3,6,9' or '3-6'")
+            raise OptionError(f"--layers '{spec}': expected 'all' or hidden-state numbers such as "
+                              f"'6', '3,6,9' or '3-6'")
         first = int(match[1])
         last = int(match[2]) if match[2] is not None else first
         if last < first:
-            raise ValueError(f"--layers '{spec}': empty range {part}")
+            raise OptionError(f"--layers '{spec}': empty range {part}")
         layers.update(range(first, last + 1))
     bad = sorted(n for n in layers if n > num_layers)
     if bad:
-        raise ValueError(
+        raise OptionError(
             f"--layers '{spec}': no hidden state {', '.join(map(str, bad))}; this model has "
             f"{num_layers} transformer layers, so hidden states 0..{num_layers} (0 = the input "
             f"to the first layer, {num_layers} = the output of the last)")
@@ -133,37 +188,79 @@ class _Windows:
     size: int  # samples per window (all equal)
 
 
+@register("ssl")
 class SSLExtractor(Extractor):
+    needs_model = True
+    model_help = ("a local directory holding a transformers speech encoder and its feature "
+                  "extractor (config.json, model weights, preprocessor_config.json), e.g. a copy "
+                  "of facebook/hubert-base-ls960, or a hub name")
+    options = (
+        Option("layers", str, "all", "hidden states: all, 6, 3,6,9 or 3-6 (0 = the input of the "
+               "first transformer layer)"),
+        Option("pool", str, "none", "none: frames; mean or last: one vector per utterance (or "
+               "per window)", choices=POOLS),
+        Option("window_seconds", float, None, "sliding windows of this many seconds, each "
+               "pooled to one vector", check=positive),
+        Option("hop_seconds", float, None, "a window starts every this many seconds (default: "
+               "window_seconds)", check=positive),
+    )
+
+    @classmethod
+    def check(cls, model, options):
+        super().check(model, options)
+        if options["hop_seconds"] is not None and options["window_seconds"] is None:
+            raise OptionError("--hop_seconds needs --window_seconds")
+        path = os.path.expanduser(model)
+        if not os.path.isdir(path):
+            if looks_like_local_path(model):
+                raise ModelError(f"ssl model '{model}' is not a directory")
+            return [Stream(shape=FRAMES)]  # a hub name: its layers are known once fetched
+        for name in ("config.json", "preprocessor_config.json"):
+            if not os.path.isfile(os.path.join(path, name)):
+                raise ModelError(f"ssl model '{model}' has no {name}{layout_hint(path)}")
+        config_path = os.path.join(path, "config.json")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read {config_path}: {exc}") from exc
+        if "conv_kernel" not in config or "num_hidden_layers" not in config:
+            raise ModelError(f"ssl model '{model}' ({config.get('model_type')}) is not a waveform "
+                             f"encoder with a convolutional front end ({config_path})")
+        layers = parse_layers(options["layers"], int(config["num_hidden_layers"]))
+        windows = options["window_seconds"] is not None
+        shape = FRAMES if options["pool"] == "none" or windows else VECTOR
+        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size"))
+                   for n in layers]
+        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if windows else [])
+
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
                  pool: str = "none", window_seconds: Optional[float] = None,
                  hop_seconds: Optional[float] = None):
         if model is None:
-            raise ValueError(
-                "ssl needs --model: a local directory holding a transformers speech encoder and "
-                "its feature extractor (config.json, model weights, preprocessor_config.json), "
-                "e.g. a copy of facebook/hubert-base-ls960, or a hub name")
+            raise ModelError(f"ssl needs --model: {self.model_help}")
         if pool not in POOLS:
-            raise ValueError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
-        from transformers import AutoFeatureExtractor, AutoModel
+            raise OptionError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
+        from transformers import AutoFeatureExtractor
 
         path = os.path.expanduser(model)
         if os.path.isdir(path):
             source, local = os.path.abspath(path), True
         elif looks_like_local_path(model):
-            raise ValueError(f"ssl model '{model}' is not a directory")
+            raise ModelError(f"ssl model '{model}' is not a directory")
         else:
             source, local = model, False  # a hub name: fetched because the user named it
         try:
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(
                 source, local_files_only=local)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"ssl model '{model}': no usable feature-extractor config "
+            raise ModelError(f"ssl model '{model}': no usable feature-extractor config "
                              f"(preprocessor_config.json): {exc}") from exc
         fe = self.feature_extractor
         if getattr(fe, "feature_size", None) != 1 or not hasattr(fe, "sampling_rate"):
-            raise ValueError(f"ssl model '{model}': {type(fe).__name__} does not take raw "
+            raise ModelError(f"ssl model '{model}': {type(fe).__name__} does not take raw "
                              f"waveforms; expected a Wav2Vec2FeatureExtractor-style config")
-        self.model = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+        self.model = load_model(source, local)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         if self.device.type == "cpu":
@@ -179,10 +276,10 @@ class SSLExtractor(Extractor):
         self.num_layers = int(config.num_hidden_layers)
         self.layers = parse_layers(layers, self.num_layers)
         self.pool = pool
-        self.streams = tuple(f"layer{n}" for n in self.layers)
+        hop = None  # seconds between frames (or windows), from the model's strides
 
         if not hasattr(config, "conv_kernel") or not hasattr(config, "conv_stride"):
-            raise ValueError(f"ssl model '{model}' ({config.model_type}) is not a waveform encoder "
+            raise ModelError(f"ssl model '{model}' ({config.model_type}) is not a waveform encoder "
                              f"with a convolutional front end (no conv_kernel in its config)")
         kernels, strides = list(config.conv_kernel), list(config.conv_stride)
         self.receptive_field = 1 + sum((k - 1) * math.prod(strides[:i])
@@ -191,19 +288,27 @@ class SSLExtractor(Extractor):
 
         self.window = self.hop = None
         if window_seconds is None and hop_seconds is not None:
-            raise ValueError("--hop_seconds needs --window_seconds")
+            raise OptionError("--hop_seconds needs --window_seconds")
         if window_seconds is not None:
             hop_seconds = window_seconds if hop_seconds is None else hop_seconds
             if not window_seconds > 0 or not hop_seconds > 0:
-                raise ValueError("--window_seconds and --hop_seconds must be positive")
+                raise OptionError("--window_seconds and --hop_seconds must be positive")
             self.window = int(round(window_seconds * self.sample_rate))
             self.hop = int(round(hop_seconds * self.sample_rate))
             if self.window < self.receptive_field or self.hop < 1:
-                raise ValueError(f"--window_seconds {window_seconds}: the model needs at least "
-                                 f"{self.min_seconds} s per window")
-            self.streams += ("times",)
-            self.exact_streams = ("times",)  # seconds: float16 would round 2.8795 to 2.88
-        self.frame_level = pool == "none" or self.window is not None
+                raise OptionError(f"--window_seconds {window_seconds}: the model needs at least "
+                                  f"{self.min_seconds} s per window")
+        frame_level = pool == "none" or self.window is not None
+        if self.window is not None:
+            hop = self.hop / self.sample_rate
+        elif frame_level:
+            hop = math.prod(strides) / self.sample_rate
+        self.streams = tuple(Stream(f"layer{n}", shape=FRAMES if frame_level else VECTOR,
+                                    frame_shift=hop, dim=int(config.hidden_size))
+                             for n in self.layers)
+        if self.window is not None:
+            # Seconds: float16 would round 2.8795 to 2.88.
+            self.streams += (Stream("times", shape=FRAMES, frame_shift=hop, dim=2, exact=True),)
 
         # Exact padded batches for the known architectures (module docstring); others get
         # batches of identical lengths only. Window mode groups windows by length itself.
@@ -211,18 +316,18 @@ class SSLExtractor(Extractor):
         self.maskable = (config.model_type in MASKABLE_TYPES
                          and not getattr(config, "add_adapter", False)
                          and hasattr(self.model, "_get_feat_extract_output_lengths")
-                         and hasattr(getattr(self.model, "feature_extractor", None), "conv_layers")
                          and hasattr(encoder, "layers"))
         self.equal_lengths_only = not self.maskable and self.window is None
         self._lengths: Optional[torch.Tensor] = None  # samples per item of a padded batch
         self._frames: Optional[torch.Tensor] = None  # frames per item of a padded batch
+        self._patches: List[compat.Probe] = []  # verified on the first padded batch
         if self.maskable:
-            self._patch_group_norm()
-            pos = getattr(encoder, "pos_conv_embed", None)
-            stack = getattr(pos, "layers", None)
-            if isinstance(stack, torch.nn.ModuleList) and len(stack) > 1:
-                for layer in stack:
-                    layer.register_forward_hook(self._zero_padded_frames)
+            # Patches of transformers internals (speechdump.compat; module docstring).
+            self._patches = [
+                compat.patch_group_norm(self.model, lambda: self._lengths),
+                compat.hook_positional_convolutions(
+                    self.model, lambda: self._frames,
+                    required=config.model_type == "data2vec-audio")]
             # Layers after the highest requested one are not needed; one more is kept, so the
             # highest requested hidden state is never the last one (which transformers may
             # replace by, or take after, the encoder's final layer norm).
@@ -233,47 +338,6 @@ class SSLExtractor(Extractor):
             # WavLM hands torch a boolean key-padding mask with its float position bias.
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
                                     category=UserWarning)
-
-    # -- model patches ---------------------------------------------------------------------
-
-    def _patch_group_norm(self) -> None:
-        """Runs the convolutions up to the last GroupNorm on each item of a padded batch alone."""
-        encoder = self.model.feature_extractor
-        convs = encoder.conv_layers
-        grouped = [i for i, layer in enumerate(convs)
-                   if any(isinstance(m, torch.nn.GroupNorm) for m in layer.modules())]
-        if not grouped:
-            return
-        head, tail = list(convs)[:grouped[-1] + 1], list(convs)[grouped[-1] + 1:]
-        original = encoder.forward
-
-        def forward(input_values):
-            lengths = self._lengths
-            if lengths is None:
-                return original(input_values)
-            items = []
-            for i, n in enumerate(lengths.tolist()):
-                h = input_values[i:i + 1, None, :n]
-                for layer in head:
-                    h = layer(h)
-                items.append(h[0])
-            h = items[0].new_zeros((len(items), items[0].shape[0],
-                                    max(item.shape[-1] for item in items)))
-            for i, item in enumerate(items):
-                h[i, :, :item.shape[-1]] = item
-            for layer in tail:
-                h = layer(h)
-            return h
-
-        encoder.forward = forward
-
-    def _zero_padded_frames(self, module, args, output):
-        """Forward hook: each item's frames past its own length become 0 (what it sees alone)."""
-        frames = self._frames
-        if frames is None:
-            return None
-        valid = torch.arange(output.shape[-1], device=output.device)[None, :] < frames[:, None]
-        return output.masked_fill(~valid[:, None, :], 0.0)
 
     # -- engine interface -----------------------------------------------------------------
 
@@ -327,6 +391,9 @@ class SSLExtractor(Extractor):
             hidden = self.model(batch, output_hidden_states=True, **kwargs).hidden_states
         finally:
             self._lengths = self._frames = None
+        if padded:
+            for probe in self._patches:
+                probe.verify()
         total = hidden[0].shape[1]
         if hasattr(self.model, "_get_feat_extract_output_lengths"):
             frames = self.num_frames(lengths).tolist()

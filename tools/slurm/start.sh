@@ -68,6 +68,7 @@ if [ -n "$missing" ]; then
     command -v apt-get >/dev/null || cannot_run "missing:$missing, and no apt-get to install $PKGS"
     say "installing $PKGS (missing:$missing)"
     export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086  # $PKGS is a list of package names: split into words on purpose
     if ! apt-get install -y --no-install-recommends $PKGS >/tmp/speechdump-slurm-apt.log 2>&1; then
         apt-get update >>/tmp/speechdump-slurm-apt.log 2>&1
         apt-get install -y --no-install-recommends $PKGS >>/tmp/speechdump-slurm-apt.log 2>&1 ||
@@ -252,9 +253,9 @@ for i in $(seq 600); do
     state=$(node_state "$NODE")
     usable_state "$state" && break
     case $state in
-        down*|drain*|drained*|fail*|inval*)
+        down*|drain*|fail*|inval*)
             # Left down/drained by an earlier run: return it to service.
-            if [ $resumed = 0 ] && [ $i -gt 20 ]; then
+            if [ "$resumed" = 0 ] && [ "$i" -gt 20 ]; then
                 SLURM_CONF=$CONF scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1
                 resumed=1
             fi ;;

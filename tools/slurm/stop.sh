@@ -50,7 +50,8 @@ stop_daemon() {  # stop_daemon PIDFILE NAME
 if pid_of "$D/slurmctld.pid" slurmctld >/dev/null; then
     jobs=$(SLURM_CONF=$CONF timeout 10 squeue -h -o %A 2>/dev/null | sort -u)
     if [ -n "$jobs" ]; then
-        say "cancelling jobs: $(echo $jobs)"
+        say "cancelling jobs: ${jobs//$'\n'/ }"
+        # shellcheck disable=SC2086  # $jobs holds one job id a line: one argument each
         SLURM_CONF=$CONF timeout 10 scancel $jobs 2>/dev/null
         for _ in $(seq 100); do
             [ -z "$(SLURM_CONF=$CONF timeout 10 squeue -h -o %A 2>/dev/null)" ] && break

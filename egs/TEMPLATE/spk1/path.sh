@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh: the toolkit's virtualenv, its utils on PATH, byte-order sorting.
 MAIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 if [ ! -x "$MAIN_ROOT/tools/venv/bin/python" ]; then

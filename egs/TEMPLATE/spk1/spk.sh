@@ -8,18 +8,20 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../data_stages.sh"
 SECONDS=0
 
-stage=1              # first stage to run
-stop_stage=100       # last stage to run
+stage=1              # first stage to run (1 to 4)
+stop_stage=100       # last stage to run (past 4: to the end)
 nj=4                 # extraction jobs per set
 sets=                # data sets under <datadir>, e.g. "train dev test"
 datadir=data
 dumpdir=dump
 local_data_opts=     # options passed to local/data.sh
 fix_data=true        # run utils/fix_data_dir.sh on each set (drops ids missing from any file)
+skip_bad=false       # true: unreadable audio is listed (stage 2) and skipped (stage 3, bad_utts)
 toolkit=resemblyzer
 model=
 device=cpu
 tag=
+extractor_opts=      # the toolkit's own options, e.g. "--num_crops 5"
 extract_opts=        # more options for scripts/extract_spk_embed.sh
 projection=tsne      # report projection: tsne or pca
 
@@ -31,16 +33,20 @@ Stages:
   4: report: EER, same/different-speaker cosines, projection and heatmap PNG
 Options:
   --stage <$stage> --stop_stage <$stop_stage> --nj <$nj> --sets <names> --datadir <$datadir>
-  --dumpdir <$dumpdir> --local_data_opts <opts> --fix_data <$fix_data> --toolkit <$toolkit>
-  --model <path> --device <$device> --tag <name> --extract_opts <opts> --projection <$projection>"
+  --dumpdir <$dumpdir> --local_data_opts <opts> --fix_data <$fix_data> --skip_bad <$skip_bad>
+  --toolkit <$toolkit> --model <path> --device <$device> --tag <name>
+  --extractor_opts <opts> --extract_opts <opts> --projection <$projection>"
 
 . ./path.sh
+# shellcheck source=/dev/null  # the recipe's own cmd.sh: it sets extract_cmd
 . ./cmd.sh
 . utils/parse_options.sh
 if [ $# -ne 0 ] || [ -z "$sets" ]; then
     echo "$help_message" >&2
     exit 1
 fi
+check_stages 4
+uses_speakers=true   # for stage 2: the data dirs need utt2spk
 tag=${tag:-$toolkit}
 
 data_stages
@@ -48,10 +54,11 @@ data_stages
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     for set in $sets; do
         log "stage 3: speaker embeddings of $datadir/$set with $toolkit -> $dumpdir/$tag/$set"
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2154  # opts split on purpose; extract_cmd: from cmd.sh
         scripts/extract_spk_embed.sh --config conf/spk_embed.conf --cmd "$extract_cmd" \
-            --nj "$nj" --toolkit "$toolkit" --model "$model" --device "$device" --tag "$tag" \
-            $extract_opts "$datadir/$set" "$dumpdir/$tag/$set"
+            --nj "$nj" --toolkit "$toolkit" --model "$model" --extractor_opts "$extractor_opts" \
+            --device "$device" --tag "$tag" --skip_bad "$skip_bad" $extract_opts \
+            "$datadir/$set" "$dumpdir/$tag/$set"
     done
 fi
 
@@ -59,6 +66,13 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     for set in $sets; do
         out=$dumpdir/$tag/$set
         log "stage 4: report on $out"
+        for f in "$out/$tag.scp" "$out/spk_$tag.scp"; do
+            if [ ! -f "$f" ]; then
+                log "ERROR: $f is missing: run stage 3 first (./run.sh --stage 3, with the" \
+                    "same --dumpdir, --toolkit and --tag)" >&2
+                exit 1
+            fi
+        done
         python3 pyscripts/spk_report.py --projection "$projection" --title "$tag on $set" \
             "$out/$tag.scp" "$out/spk_$tag.scp" "$datadir/$set/utt2spk" "$out/report/$tag"
         log "outputs: $out/$tag.scp (utterances), $out/spk_$tag.scp (speakers)," \

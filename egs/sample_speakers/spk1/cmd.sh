@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Launchers with Kaldi's command line. "local" runs jobs on this machine with run.pl;
 # point cmd_backend at your own queue.pl/slurm.pl setup for a cluster.
 cmd_backend=${cmd_backend:-local}

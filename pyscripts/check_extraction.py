@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Pre-flight of an extraction stage, run before any job is split or launched: the toolkit's
+options against its declarations, the model path against the toolkit's layout (no weights are
+loaded), --dtype/--compress against its streams, and that the stage can take those streams.
+Prints the streams the jobs will write; on a problem, one ERROR line and exit 1."""
+
+import argparse
+import sys
+
+from speechdump import cli
+
+# What each stage can take: (check, what the stage needs, in words).
+STAGES = {
+    "speaker": (lambda streams: len(streams) == 1 and streams[0].shape == "vector"
+                and streams[0].kind == "float", "one float vector per utterance"),
+    "features": (lambda streams: True, "any streams"),
+}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--stage", required=True, choices=sorted(STAGES),
+                   help="the stage that will run the jobs")
+    cli.add_general_options(p)
+    return p
+
+
+def describe(stream) -> str:
+    shape = {"vector": "[dim]", "frames": "[frames, dim]", "tokens": "[frames]"}[stream.shape]
+    dim = f", dim {stream.dim}" if stream.dim else ""
+    return f"{stream.name or '(one stream)'}: {stream.kind} {shape}{dim}"
+
+
+def main(argv=None) -> int:
+    from speechdump.errors import OptionError
+    from speechdump.extractors import check
+    from speechdump.extractors.base import check_storage
+
+    args, given = cli.parse_extraction_args(get_parser(), argv)
+    _, streams = check(args.toolkit, args.model, given)
+    check_storage(streams, args.dtype, args.compress)
+    accepts, needs = STAGES[args.stage]
+    if not accepts(streams):
+        raise OptionError(f"the {args.stage} stage needs {needs}; --toolkit {args.toolkit} with "
+                          f"these options writes {'; '.join(describe(s) for s in streams)}")
+    print(f"{args.toolkit}: {'; '.join(describe(s) for s in streams)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
