@@ -2,7 +2,9 @@
 """Pre-flight of an extraction stage, run before any job is split or launched: the toolkit's
 options against its declarations, the model path against the toolkit's layout (no weights are
 loaded), --dtype/--compress against its streams, and that the stage can take those streams.
-Prints the streams the jobs will write; on a problem, one ERROR line and exit 1."""
+Prints the streams the jobs will write; on a problem, one ERROR line and exit 1. With
+--fingerprint_to, also writes the model's fingerprint (each file's size and SHA-256) there: the
+jobs take it instead of hashing the model each."""
 
 import argparse
 import sys
@@ -22,6 +24,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", required=True, choices=sorted(STAGES),
                    help="the stage that will run the jobs")
     cli.add_general_options(p)
+    p.add_argument("--fingerprint_to", default=None, metavar="FILE",
+                   help="write the model's fingerprint to FILE")
     return p
 
 
@@ -33,8 +37,9 @@ def describe(stream) -> str:
 
 def main(argv=None) -> int:
     from speechdump.errors import OptionError
-    from speechdump.extractors import check
+    from speechdump.extractors import check, get_class
     from speechdump.extractors.base import check_storage
+    from speechdump.provenance import model_fingerprint, write_fingerprint
 
     args, given = cli.parse_extraction_args(get_parser(), argv)
     _, streams = check(args.toolkit, args.model, given)
@@ -43,6 +48,9 @@ def main(argv=None) -> int:
     if not accepts(streams):
         raise OptionError(f"the {args.stage} stage needs {needs}; --toolkit {args.toolkit} with "
                           f"these options writes {'; '.join(describe(s) for s in streams)}")
+    if args.fingerprint_to:
+        files = get_class(args.toolkit).model_files(args.model)
+        write_fingerprint(args.fingerprint_to, model_fingerprint(files))
     print(f"{args.toolkit}: {'; '.join(describe(s) for s in streams)}")
     return 0
 

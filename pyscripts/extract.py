@@ -15,12 +15,14 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from speechdump import cli, engine
-from speechdump.data import read_utterances
+from speechdump.data import read_utterances, write_table
 from speechdump.device import describe_device
 from speechdump.errors import WriteError
-from speechdump.extractors import check, load_extractor
+from speechdump.extractors import check, get_class, load_extractor
 from speechdump.extractors.base import check_storage
-from speechdump.job import is_done, run_job
+from speechdump.job import redo_reason, run_job
+from speechdump.provenance import (digest, input_lines, model_fingerprint, model_identity,
+                                   read_fingerprint, sources_path, versions)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip_bad", type=cli.str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
+    p.add_argument("--model_fingerprint", default=None, metavar="FILE",
+                   help="the model's fingerprint as the stage computed it (check_extraction.py "
+                        "--fingerprint_to): files whose size and time still match are not "
+                        "hashed again")
     p.add_argument("wav_scp")
     p.add_argument("split_dir")
     p.add_argument("job", type=int)
@@ -60,13 +66,24 @@ def main(argv=None) -> int:
     values, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
     utterances = read_utterances(args.wav_scp, args.segments)
+    cls = get_class(args.toolkit)
+    fingerprint = model_fingerprint(cls.model_files(args.model),
+                                    read_fingerprint(args.model_fingerprint))
     # What determines the output: a rerun with anything else here redoes the job.
-    config = {"toolkit": args.toolkit, "model": args.model, "tag": args.tag,
+    config = {"toolkit": args.toolkit, "model_path": args.model, "tag": args.tag,
               "dtype": args.dtype, "compress": args.compress, "skip_bad": args.skip_bad,
-              "options": values}
-    if is_done(args.split_dir, args.job, utterances, config):
-        logging.info("job %d is complete (%d utterances): nothing to do", args.job, len(utterances))
+              "options": values, "model": model_identity(fingerprint),
+              "versions": versions(cls.packages)}
+    lines = input_lines(utterances)
+    inputs = {"utterances": len(lines), "sha1": digest(lines)}
+    why = redo_reason(args.split_dir, args.job, utterances, config, inputs, lines)
+    if why is None:
+        logging.info("job %d is complete (%d utterances) and nothing it depends on changed: "
+                     "nothing to do", args.job, len(utterances))
         return 0
+    logging.info("job %d runs: %s", args.job, why)
+    os.makedirs(args.split_dir, exist_ok=True)
+    write_table(sources_path(args.split_dir, args.job), lines)
     device = describe_device(args.device)
     extractor = load_extractor(args.toolkit, args.model, args.device, **values)
     logging.info("%s on %s, %d compute thread(s), %d loader thread(s)", args.toolkit, device,
@@ -78,7 +95,8 @@ def main(argv=None) -> int:
                                    max_overshoot=values["max_overshoot"])
     try:
         stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,
-                        dtype=args.dtype, compress=args.compress, config=config)
+                        dtype=args.dtype, compress=args.compress, config=config, input=inputs,
+                        why=why)
     except WriteError as exc:  # disk full, file size limit: which job, and the file
         exc.args = (f"job {args.job}: {exc}",)
         raise

@@ -25,6 +25,7 @@ from speechdump.errors import TokenError
 from speechdump.extractors.base import INT, TOKENS, Stream
 from speechdump.job import MERGED_RECORD, read_done, write_merged_record
 from speechdump.kaldi_io import read_scp_arrays, write_ark_scp
+from speechdump.provenance import config_changes
 from speechdump.speaker import SpeakerMeans
 
 
@@ -76,8 +77,31 @@ def job_records(split_dir: str, nj: int) -> list:
             differ = sorted(k for k in first.keys() | config.keys()
                             if first.get(k) != config.get(k))
             raise AlignmentError(f"job {job} in {split_dir} ran with another config than job 1 "
-                                 f"({', '.join(differ)} differ): rerun the stage")
+                                 f"({', '.join(differ)} differ: {config_changes(first, config)})"
+                                 ": rerun the stage")
     return records
+
+
+def jobs_run(records: list, start_time) -> list:
+    """The jobs (numbered from 1) that ran in this stage, not reused from an earlier one: their
+    records were written after the stage started (all of them when its start is not known)."""
+    if not start_time:
+        return list(range(1, len(records) + 1))
+    return [job for job, record in enumerate(records, 1)
+            if record.get("finished", start_time) >= start_time]
+
+
+def describe_runs(records: list, ran: list) -> str:
+    """Which jobs ran and why, and which were reused."""
+    if not ran:
+        return (f"all {len(records)} jobs reused: nothing they depend on changed since they ran "
+                "(--force true redoes them)")
+    lines = [f"job {job} ran: {records[job - 1]['why']}" for job in ran
+             if records[job - 1].get("why") not in (None, "", "it has no finished output")]
+    reused = [str(job) for job in range(1, len(records) + 1) if job not in ran]
+    if reused:
+        lines.append(f"jobs reused, nothing they depend on changed: {', '.join(reused)}")
+    return "\n".join(lines) if lines else f"{len(ran)} jobs ran"
 
 
 def merged_table(split_dir: str, name: str, nj: int) -> dict:
@@ -221,13 +245,18 @@ def merge(args) -> None:
         write_speaker_means(args, means.means(normalize=args.spk_norm == "true"))
 
     wall = time.time() - args.start_time if args.start_time else float("nan")
+    ran = jobs_run(records, args.start_time)
     if has_audio:
         seconds = sum(durations[k] for k in kept)
-        print(f"{args.tag}: {len(kept)} utterances, {speakers} speakers, {seconds / 3600:.3f} h "
-              f"of audio ({seconds:.1f} s) in {wall:.1f} s wall time "
-              f"({seconds / wall:.1f} s of audio per second)")
+        run_seconds = sum(records[job - 1].get("audio_seconds", 0.0) for job in ran)
+        speed = (f"in {wall:.1f} s wall time ({run_seconds / wall:.1f} s of audio per second "
+                 f"extracted)" if ran else "(no job ran)")
+        who = f", {speakers} speakers" if args.utt2spk else ""
+        print(f"{args.tag}: {len(kept)} utterances{who}, {seconds / 3600:.3f} h "
+              f"of audio ({seconds:.1f} s) {speed}")
     elif not usage:
         print(f"{args.tag}: {len(kept)} utterances in {wall:.1f} s wall time")
+    print(describe_runs(records, ran))
     for stem, counts in usage.items():
         what = f"{os.path.join(args.out_dir, stem)} and {counts.scp_path}"
         print("\n".join(counts.summary(what, args.kmeans, wall)))

@@ -66,7 +66,7 @@ if [ "$nj" -gt "$num_utts" ]; then
 fi
 
 mkdir -p "$out/log"
-stage_lock "$out"
+stage_lock "$out" "${0##*/}"
 rm -f "$out/tokens" "$out/tokens.scp" "$out/utt2num_frames" "$out/meta.json"  # stale until merged
 split=$out/split$nj
 mkdir -p "$split"

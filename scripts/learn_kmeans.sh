@@ -59,7 +59,7 @@ require_speechdump "$python"
 
 export PATH="$root/utils:$PATH"
 mkdir -p "$km_dir/log"
-stage_lock "$km_dir"
+stage_lock "$km_dir" "${0##*/}"
 # One job, run as the stages run theirs (run_jobs: signals passed on, the reason of a failure).
 nj=1
 device=cpu

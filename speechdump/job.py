@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import (TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
                     Union)
 
@@ -28,6 +29,7 @@ from speechdump.data import Utterance, atomic_path, read_table, write_table
 from speechdump.errors import WriteError
 from speechdump.extractors.base import Extractor, Stream
 from speechdump.kaldi_io import ArkScpWriter, writing
+from speechdump.provenance import config_changes, input_changes
 
 if TYPE_CHECKING:
     from speechdump import engine
@@ -53,25 +55,39 @@ def _ids(items: Iterable[Union[Utterance, str]]) -> List[str]:
     return [getattr(item, "utt_id", item) for item in items]
 
 
-def is_done(split_dir: str, job: int, items: Sequence[Union[Utterance, str]], config: dict,
-            input: Optional[dict] = None) -> bool:
-    """True when this job finished before with this config and input, over these utterances
-    (``items``: Utterances or ids): the ids in its first stream's scp and in its bad_utts are
-    exactly theirs."""
+def redo_reason(split_dir: str, job: int, items: Sequence[Union[Utterance, str]], config: dict,
+                input: Optional[dict] = None,
+                input_lines: Optional[Sequence[Tuple[str, str]]] = None) -> Optional[str]:
+    """None when this job finished before with this config and input, over these utterances
+    (``items``: Utterances or ids: the ids in its first stream's scp and in its bad_utts are
+    exactly theirs); else why it must run, in words. ``input_lines`` (see
+    ``provenance.input_lines``) let it name the utterances whose input changed."""
     if not os.path.exists(done_path(split_dir, job)):
-        return False
+        return "it has no finished output"
     record = read_done(split_dir, job)
-    if record.get("config") != config or record.get("input", {}) != (input or {}):
-        return False
+    if record.get("config") != config:
+        return config_changes(record.get("config") or {}, config)
+    if record.get("input", {}) != (input or {}):
+        if input_lines is None:
+            return "its input changed"
+        return input_changes(split_dir, job, input_lines)
     streams = record.get("streams") or [None]
-    if not isinstance(streams[0], dict):  # a record of before typed streams
-        return False
+    if not isinstance(streams[0], dict):
+        return "its record predates typed streams"
     scp = os.path.join(split_dir, f"{streams[0]['stem']}.{job}.scp")
     if not os.path.exists(scp):
-        return False
+        return f"its output {scp} is missing"
     covered = list(read_table(scp)) + list(read_table(os.path.join(split_dir,
                                                                    f"bad_utts.{job}")))
-    return sorted(covered) == sorted(_ids(items))
+    if sorted(covered) != sorted(_ids(items)):
+        return "its outputs do not cover its utterances"
+    return None
+
+
+def is_done(split_dir: str, job: int, items: Sequence[Union[Utterance, str]], config: dict,
+            input: Optional[dict] = None) -> bool:
+    """True when the job finished before with this config and input (see ``redo_reason``)."""
+    return redo_reason(split_dir, job, items, config, input) is None
 
 
 def _stored(array, dtype, utt_id: str, stream: str) -> np.ndarray:
@@ -185,7 +201,7 @@ class JobWriter:
         if self.frame_level:
             _write_table(self._path(f"utt2num_frames.{self.job}"), self._num_frames)
         _write_table(self._path(f"bad_utts.{self.job}"), bad)
-        record = {"config": self.config, "input": self.input,
+        record = {"config": self.config, "input": self.input, "finished": time.time(),
                   "streams": [dict(stream.to_record(), stem=stem) for stem, stream in self.streams],
                   "utterances": self.count, "bad": len(bad), **summary}
         done = done_path(self.split_dir, self.job)
@@ -197,15 +213,17 @@ class JobWriter:
 
 def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, split_dir: str,
             job: int, options: engine.EngineOptions, dtype: str = "float32",
-            compress: bool = False, config: Optional[dict] = None) -> engine.JobStats:
-    """Runs the extraction job; ``config`` (what determines its output) is recorded for
-    ``is_done``."""
+            compress: bool = False, config: Optional[dict] = None,
+            input: Optional[dict] = None, why: str = "") -> engine.JobStats:
+    """Runs the extraction job; ``config`` and ``input`` (what determines its output) are
+    recorded for ``redo_reason``, and ``why`` it ran for the stage's summary."""
     streams = [(stream.stem(tag), stream) for stream in extractor.streams]
-    with JobWriter(split_dir, job, streams, dtype, compress, config) as out:
+    with JobWriter(split_dir, job, streams, dtype, compress, config, input) as out:
         from speechdump import engine  # here: reading job records (the merge) needs no torch
 
         stats = engine.run(utterances, extractor, out.write, options, desc=tag)
-        out.finish(stats.durations, stats.bad, audio_seconds=round(stats.audio_seconds, 3))
+        out.finish(stats.durations, stats.bad, audio_seconds=round(stats.audio_seconds, 3),
+                   why=why)
     return stats
 
 

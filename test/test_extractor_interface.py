@@ -109,7 +109,7 @@ def shell_code(text: str):
     """(line number, code) of a shell script without its comments and documentation: quoted
     strings holding a space (prose: usage text, log lines) are dropped, single words in quotes
     (values compared or passed) are kept. Strings may span lines."""
-    kept, word, quote, comment, lineno = [], [], None, False, 1
+    kept, word, quote, comment, lineno, start_at = [], [], None, False, 1, 0
     for i, char in enumerate(text + "\n"):
         if char == "\n":
             comment = False

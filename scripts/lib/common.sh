@@ -25,12 +25,36 @@ require_speechdump() {
 
 # Takes the stage lock of out dir $1 (held on fd 9 by this shell and the jobs it launches, and
 # released by the kernel when they end, however they end); exits if another stage holds it.
+# With $2 (the stage and what it runs, e.g. "extract_ssl_feats.sh --toolkit fbank"), also
+# claims the dir for it (claim_out_dir).
 stage_lock() {
     mkdir -p "$1"
     exec 9>"$1/.lock"
     if ! flock -n 9; then
         log "ERROR: another stage is writing $1 (it holds $1/.lock); wait for it or pick another out_dir"
         exit 1
+    fi
+    if [ $# -ge 2 ]; then
+        claim_out_dir "$1" "$2"
+    fi
+}
+
+# Claims out dir $1 for $2 (a stage and what it runs): the first stage to write it records
+# itself in $1/.stage; another stage, or the same one with another toolkit, is refused there,
+# naming what wrote it (their split<N>/ job records would overwrite each other). Call with the
+# stage lock of $1 held.
+claim_out_dir() {
+    local dir=$1 mine=$2 theirs
+    if [ -f "$dir/.stage" ]; then
+        theirs=$(<"$dir/.stage")
+        if [ "$theirs" != "$mine" ]; then
+            log "ERROR: $dir holds the outputs of $theirs (recorded in $dir/.stage); this is" \
+                "$mine, whose job records would overwrite them: give it another out dir, or" \
+                "remove $dir to start over"
+            exit 1
+        fi
+    else
+        printf '%s\n' "$mine" > "$dir/.stage"
     fi
 }
 

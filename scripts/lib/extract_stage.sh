@@ -30,8 +30,12 @@ extract_stage_prepare() {
     extractor_args=(--toolkit "$toolkit" ${model:+--model "$model"} --dtype "$dtype"
                     --compress "$compress" $extractor_opts)
     local streams
+    fingerprint=$(mktemp)
+    # shellcheck disable=SC2064  # the file's name is fixed now; gone once moved into split<N>
+    trap "rm -f '$fingerprint'" EXIT
     if ! streams=$("$python" "$root/pyscripts/check_extraction.py" --stage "$stage_kind" \
-            "${extractor_args[@]}"); then
+            --fingerprint_to "$fingerprint" "${extractor_args[@]}"); then
+        rm -f "$fingerprint"
         log "refused before any job: nothing was written; the line above says why" \
             "(pyscripts/extract.py --toolkit $toolkit --help lists its options)"
         exit 1
@@ -76,8 +80,7 @@ extract_stage_prepare() {
         fi
     fi
     mkdir -p "$out/log"
-    stage_lock "$out"
-    claim_out_dir "$out" "${0##*/}" "--toolkit $toolkit"
+    stage_lock "$out" "${0##*/} --toolkit $toolkit"
 
     text_opt=()
     rm -f "$out/$tag.scp" "$out/$tag"_*.scp "$out/spk_$tag.scp"  # stale until merged again
@@ -100,6 +103,12 @@ extract_stage_prepare() {
 
     split=$out/split$nj
     mkdir -p "$split"
+    # The model's fingerprint, hashed once for all the jobs.
+    mv "$fingerprint" "$split/model_fingerprint.json"
+    if [ "$force" = true ]; then
+        log "--force true: every job runs again"
+        rm -f "$split"/done.*
+    fi
     local dur_opt=() parts=() n
     [ -f "$data/utt2dur" ] && dur_opt=(--utt2dur "$data/utt2dur")
     for n in $(seq "$nj"); do parts+=("$split/input.$n"); done
@@ -112,10 +121,12 @@ extract_stage_prepare() {
 }
 
 extract_stage_run() {
-    log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log)"
+    log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log; a job" \
+        "whose inputs, options, model and libraries are unchanged is reused)"
     local log_stem=$out/log/extract
     run_jobs "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" \
-        "${extractor_args[@]}" "$@" "${job_input[@]}" "$split" JOB
+        --model_fingerprint "$split/model_fingerprint.json" "${extractor_args[@]}" "$@" \
+        "${job_input[@]}" "$split" JOB
 }
 
 extract_stage_merge() {
@@ -125,25 +136,6 @@ extract_stage_merge() {
     "$python" "$root/pyscripts/merge_outputs.py" --tag "$tag" --nj "$nj" \
         --source_ids "$source_list" "${text_opt[@]}" "${utt2spk_opt[@]}" \
         --start_time "$stage_start" "$@" "$split" "$out"
-}
-
-# Claims out dir $1 for stage $2 run with $3 (e.g. "--toolkit fbank"): the first stage to write
-# it records itself in $1/.stage; another stage, or the same one with another toolkit, is refused
-# there, naming what wrote it (their split<N>/ job records would overwrite each other). Call
-# with the stage lock of $1 held.
-claim_out_dir() {
-    local dir=$1 mine="$2${3:+ $3}" theirs
-    if [ -f "$dir/.stage" ]; then
-        theirs=$(<"$dir/.stage")
-        if [ "$theirs" != "$mine" ]; then
-            log "ERROR: $dir holds the outputs of $theirs (recorded in $dir/.stage); this is" \
-                "$mine, whose job records would overwrite them: give it another out dir, or" \
-                "remove $dir to start over"
-            exit 1
-        fi
-    else
-        printf '%s\n' "$mine" > "$dir/.stage"
-    fi
 }
 
 # --help: the stage's usage, then the options of the toolkit it would run (--toolkit as given

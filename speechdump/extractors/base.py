@@ -124,6 +124,18 @@ class Stream:
             raise ValueError(f"stream '{self.name}': shape must be {VECTOR}, {FRAMES} or "
                              f"{TOKENS}")
 
+    @classmethod
+    def model_files(cls, model: Optional[str]) -> List[str]:
+        """The files that make up ``model``, whose sizes and contents the output depends on:
+        every file under a directory, or the file itself; none for a hub name or no model."""
+        if not model:
+            return []
+        path = os.path.expanduser(model)
+        if os.path.isdir(path):
+            return sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                          for name in names if not name.startswith("."))
+        return [path] if os.path.isfile(path) else []
+
     @property
     def frame_level(self) -> bool:
         return self.shape != VECTOR
@@ -178,6 +190,8 @@ class Extractor(abc.ABC):
     needs_model: bool = False
     model_help: str = ""
     streams: Sequence[Stream] = (Stream(),)
+    # Packages whose versions the output depends on, recorded with every job.
+    packages: Sequence[str] = ()
 
     sample_rate: int  # the rate ``prepare`` expects its waveform at
     min_seconds: float = 0.0  # shorter input is rejected as a bad utterance
@@ -199,6 +213,18 @@ class Extractor(abc.ABC):
         if cls.needs_model and not model:
             raise OptionError(f"{cls.name} needs --model: {cls.model_help}")
         return list(cls.streams)
+
+    @classmethod
+    def model_files(cls, model: Optional[str]) -> List[str]:
+        """The files that make up ``model``, whose sizes and contents the output depends on:
+        every file under a directory, or the file itself; none for a hub name or no model."""
+        if not model:
+            return []
+        path = os.path.expanduser(model)
+        if os.path.isdir(path):
+            return sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                          for name in names if not name.startswith("."))
+        return [path] if os.path.isfile(path) else []
 
     @property
     def frame_level(self) -> bool:

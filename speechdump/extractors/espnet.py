@@ -165,6 +165,14 @@ def _sample_rate(train_args) -> int:
 class _ESPnetBase(Extractor):
     min_seconds = MIN_SECONDS
     needs_model = True
+    packages = ("espnet",)
+
+    @classmethod
+    def model_files(cls, model):
+        path = Path(os.path.expanduser(model)) if model else None
+        if path is None or not path.exists():
+            return []  # a model-zoo tag: recorded by name
+        return sorted(_model_files(path).values())
     model_help = ("a directory with config.yaml and one *.pth (e.g. exp/spk_train_rawnet3_raw_sp), "
                   "a *.pth file with config.yaml beside it, an unpacked model-zoo dir (meta.yaml), "
                   "or a model-zoo tag")

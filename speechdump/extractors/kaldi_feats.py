@@ -68,6 +68,7 @@ FRAME_OPTIONS = (
 
 
 class _KaldiFeatsExtractor(Extractor):
+    packages = ("torchaudio",)
     @classmethod
     def check(cls, model, options):
         super().check(model, options)

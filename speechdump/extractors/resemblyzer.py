@@ -47,6 +47,13 @@ class ResemblyzerExtractor(Extractor):
     sample_rate = 16000
     dim = 256
     streams = (Stream(dim=dim),)
+    packages = ("resemblyzer",)
+
+    @classmethod
+    def model_files(cls, model):
+        # Without --model, the encoder that ships in the wheel.
+        return super().model_files(model) if model else [
+            os.path.join(os.path.dirname(audio.__file__), "pretrained.pt")]
     # Below a few VAD windows (30 ms each) and mel frames there is nothing to embed.
     min_seconds = 0.1
 

@@ -41,6 +41,7 @@ DEFAULT_SAMPLE_RATE = 16000
 @register("speechbrain")
 class SpeechBrainExtractor(Extractor):
     needs_model = True
+    packages = ("speechbrain",)
     model_help = ("a local directory in SpeechBrain's pretrained layout (hyperparams.yaml + "
                   "checkpoints), or a hub name such as speechbrain/spkrec-ecapa-voxceleb")
 

@@ -191,6 +191,7 @@ class _Windows:
 @register("ssl")
 class SSLExtractor(Extractor):
     needs_model = True
+    packages = ("transformers",)
     model_help = ("a local directory holding a transformers speech encoder and its feature "
                   "extractor (config.json, model weights, preprocessor_config.json), e.g. a copy "
                   "of facebook/hubert-base-ls960, or a hub name")
