@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from speechdump import cli, engine
 from speechdump.data import read_utterances, write_table
-from speechdump.device import describe_device
+from speechdump.device import describe_device, job_cpus
 from speechdump.errors import WriteError
 from speechdump.extractors import check, get_class, load_extractor
 from speechdump.extractors.base import check_storage
@@ -37,8 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="utterances sorted by length together (bounds memory and write latency)")
     p.add_argument("--sort_window_seconds", type=float, default=600.0,
                    help="and at most this many seconds of audio (bounds memory for long audio)")
-    p.add_argument("--num_threads", type=int, default=1,
-                   help="compute threads of this job (torch and numpy's BLAS)")
+    p.add_argument("--num_threads", type=int, default=0,
+                   help="compute threads of this job (torch and numpy's BLAS); 0: one per CPU "
+                        "this job was given (Slurm's allocation, else its CPU affinity)")
     p.add_argument("--skip_bad", type=cli.str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
@@ -55,6 +56,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args, given = cli.parse_extraction_args(get_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads <= 0:
+        args.num_threads = job_cpus()
+        logging.info("--num_threads %d: one per CPU this job was given", args.num_threads)
     torch.set_num_threads(args.num_threads)
     # numpy's BLAS would otherwise start a thread per core in every loader thread, and those
     # spin against the model's threads.
@@ -71,12 +75,15 @@ def main(argv=None) -> int:
                                     read_fingerprint(args.model_fingerprint))
     # What determines the output: a rerun with anything else here redoes the job.
     config = {"toolkit": args.toolkit, "model_path": args.model, "tag": args.tag,
-              "dtype": args.dtype, "compress": args.compress, "skip_bad": args.skip_bad,
+              "dtype": args.dtype, "compress": args.compress,
               "options": values, "model": model_identity(fingerprint),
               "versions": versions(cls.packages)}
     lines = input_lines(utterances)
     inputs = {"utterances": len(lines), "sha1": digest(lines)}
-    why = redo_reason(args.split_dir, args.job, utterances, config, inputs, lines)
+    # --skip_bad changes the output of a job only where it skipped bad utterances: a job that
+    # found none is reused either way, and one that failed on one has no record to reuse.
+    why = redo_reason(args.split_dir, args.job, utterances, config, inputs, lines,
+                      skip_bad=args.skip_bad)
     if why is None:
         logging.info("job %d is complete (%d utterances) and nothing it depends on changed: "
                      "nothing to do", args.job, len(utterances))

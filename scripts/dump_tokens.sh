@@ -14,15 +14,19 @@ device=cpu           # cpu; cuda: each job gets its own GPU through the launcher
                      # cuda:N: every job uses GPU N as the machine numbers it (no --gpu)
 batch_frames=65536   # frames (of many utterances) per distance matmul
 num_threads=1        # torch threads per job: nj x num_threads should not exceed the cores
+shards=false         # true: also write <out_dir>/shards/tokens.{json,*.bin,*.idx} (speech-LM)
+shard_size=100000    # utterances per shard
 python=python3
 
 help_message="Usage: $0 [options] <feats_scp> <km_dir> <out_dir>
 Writes <out_dir>/tokens (Kaldi text: <utt> <t1> <t2> ...), <out_dir>/tokens.scp (int32 vectors),
 <out_dir>/utt2num_frames and <out_dir>/meta.json, in the order of <feats_scp>: one token in
-[0, K) per frame.
+[0, K) per frame. With --shards true, also <out_dir>/shards/tokens.json and its .bin/.idx
+shards (pyscripts/write_shards.py).
 Options:
   --nj <$nj> --cmd <$cmd> --device <$device> --batch_frames <$batch_frames>
-  --num_threads <$num_threads> --python <$python>"
+  --num_threads <$num_threads> --shards <$shards> --shard_size <$shard_size>
+  --python <$python>"
 
 . "$root/scripts/lib/common.sh"
 
@@ -36,7 +40,7 @@ km=$2
 out=$3
 export PATH="$root/utils:$PATH"
 
-for opt in nj batch_frames num_threads; do
+for opt in nj batch_frames num_threads shard_size; do
     if ! [[ ${!opt} =~ ^[1-9][0-9]*$ ]]; then
         log "ERROR: --$opt must be a positive integer, got '${!opt}'"
         exit 1
@@ -84,4 +88,10 @@ run_jobs "$python" "$root/pyscripts/dump_tokens.py" job --device "$device" \
 log "merging $nj jobs in the order of $feats"
 "$python" "$root/pyscripts/merge_outputs.py" --tag tokens --nj "$nj" --reference "$feats" \
     --kmeans "$km" --start_time "$stage_start" "$split" "$out"
+if [ "$shards" = true ]; then
+    rm -rf "$out/shards"
+    log "writing token shards of $shard_size utterances in $out/shards"
+    "$python" "$root/pyscripts/write_shards.py" --shard_size "$shard_size" \
+        "$out/tokens.scp" "$out/shards/tokens"
+fi
 log "done: $out/tokens $out/tokens.scp"

@@ -23,3 +23,14 @@ def describe_device(device: str) -> str:
         raise DeviceError(f"--device {device}: this job sees {torch.cuda.device_count()} CUDA "
                          f"device(s) (CUDA_VISIBLE_DEVICES={visible})")
     return f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA_VISIBLE_DEVICES={visible})"
+
+
+def job_cpus() -> int:
+    """The CPUs this job was given: Slurm's allocation in a Slurm job (``--cpus-per-task``, one
+    by default; its CPU binding may be off, so the affinity can hold every core of the node),
+    else the CPUs this process may run on."""
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE"):
+        value = os.environ.get(name, "").split("(")[0].split(",")[0]
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0))

@@ -57,14 +57,19 @@ def _ids(items: Iterable[Union[Utterance, str]]) -> List[str]:
 
 def redo_reason(split_dir: str, job: int, items: Sequence[Union[Utterance, str]], config: dict,
                 input: Optional[dict] = None,
-                input_lines: Optional[Sequence[Tuple[str, str]]] = None) -> Optional[str]:
+                input_lines: Optional[Sequence[Tuple[str, str]]] = None,
+                skip_bad: bool = True) -> Optional[str]:
     """None when this job finished before with this config and input, over these utterances
     (``items``: Utterances or ids: the ids in its first stream's scp and in its bad_utts are
     exactly theirs); else why it must run, in words. ``input_lines`` (see
-    ``provenance.input_lines``) let it name the utterances whose input changed."""
+    ``provenance.input_lines``) let it name the utterances whose input changed. Without
+    ``skip_bad``, a job that skipped bad utterances runs again (and fails on the first)."""
     if not os.path.exists(done_path(split_dir, job)):
         return "it has no finished output"
     record = read_done(split_dir, job)
+    if record.get("bad") and not skip_bad:
+        return (f"it skipped {record['bad']} bad utterances with --skip_bad true, and this run "
+                "has --skip_bad false")
     if record.get("config") != config:
         return config_changes(record.get("config") or {}, config)
     if record.get("input", {}) != (input or {}):

@@ -156,3 +156,31 @@ def test_a_changed_library_version_redoes_the_job_and_the_merge_refuses_a_mix(tm
     assert not ran(proc.stdout, 2)
     run_feats_stage([*FBANK, data, tmp_path / "fresh"], stage_env)
     assert_same(out, tmp_path / "fresh")
+
+
+def test_a_skip_bad_rerun_redoes_only_the_job_that_failed(tmp_path, stage_env):
+    data = copied_data_dir(tmp_path / "data")
+    bad = "ljspeech-lj-002-0020"
+    path = dict(read_pairs(data / "wav.scp"))[bad]
+    with open(path, "r+b") as f:
+        f.truncate(200)  # a header and almost no samples: a truncated file
+    out = tmp_path / "out"
+    proc = run_feats_stage([*FBANK, data, out], stage_env, check=False)
+    assert proc.returncode == 1 and f"ERROR: utterance '{bad}'" in proc.stderr
+    assert "rerun with --skip_bad true: finished jobs are reused" in proc.stderr
+    failed = job_of(out, bad)
+    clean = 3 - failed
+    ark = out / "split2" / f"feats.{clean}.ark"
+    written = ark.stat().st_mtime_ns
+
+    proc = run_feats_stage([*FBANK, "--skip_bad", "true", data, out], stage_env)
+    assert ark.stat().st_mtime_ns == written  # the clean job's ark was not rewritten
+    assert "nothing to do" in (out / "log" / f"extract.{clean}.log").read_text()
+    assert f"jobs reused, nothing they depend on changed: {clean}" in proc.stdout
+    assert list(dict(read_pairs(out / "bad_utts"))) == [bad]
+
+    proc = run_feats_stage([*FBANK, data, out], stage_env, check=False)
+    assert proc.returncode == 1  # without --skip_bad, the bad utterance stops its job again
+    assert "it skipped 1 bad utterances with --skip_bad true" in \
+        (out / "log" / f"extract.{failed}.log").read_text()
+    assert ark.stat().st_mtime_ns == written

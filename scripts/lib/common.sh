@@ -81,7 +81,8 @@ report_failed_jobs() {
 
 # Runs "$@" as jobs 1..$nj through $cmd, logs in $log_stem.JOB.log; with $device cuda each job
 # gets a GPU of its own (--gpu 1). A job that fails ends the stage with every failed job's
-# reason on the console. Uses the caller's cmd, nj, device and log_stem.
+# reason on the console, and $bad_utterance_hint when one failed on a bad utterance. Uses the
+# caller's cmd, nj, device and log_stem.
 run_jobs() {
     local gpu_opt=()
     [ "$device" = cuda ] && gpu_opt=(--gpu 1)
@@ -97,6 +98,9 @@ run_jobs() {
     if [ "$status" -ne 0 ]; then
         log "ERROR: $(basename "$log_stem") jobs failed; what they said:"
         report_failed_jobs "$log_stem" "$nj"
+        if [ -n "${bad_utterance_hint:-}" ] && grep -qs "^ERROR: utterance '" "$log_stem".*.log; then
+            log "$bad_utterance_hint"
+        fi
         exit 1
     fi
 }

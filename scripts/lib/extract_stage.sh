@@ -101,6 +101,9 @@ extract_stage_prepare() {
         nj=$num_utts
     fi
 
+    if [ -z "$num_threads" ]; then
+        num_threads=$(threads_per_job)
+    fi
     split=$out/split$nj
     mkdir -p "$split"
     # The model's fingerprint, hashed once for all the jobs.
@@ -124,6 +127,8 @@ extract_stage_run() {
     log "extracting $num_utts utterances in $nj jobs (logs: $out/log/extract.*.log; a job" \
         "whose inputs, options, model and libraries are unchanged is reused)"
     local log_stem=$out/log/extract
+    local bad_utterance_hint="to list bad utterances in $out/bad_utts and keep everything else,"
+    bad_utterance_hint+=" rerun with --skip_bad true: finished jobs are reused, not redone"
     run_jobs "$python" "$root/pyscripts/extract.py" --tag "$tag" --device "$device" \
         --model_fingerprint "$split/model_fingerprint.json" "${extractor_args[@]}" "$@" \
         "${job_input[@]}" "$split" JOB
@@ -136,6 +141,28 @@ extract_stage_merge() {
     "$python" "$root/pyscripts/merge_outputs.py" --tag "$tag" --nj "$nj" \
         --source_ids "$source_list" "${text_opt[@]}" "${utt2spk_opt[@]}" \
         --start_time "$stage_start" "$@" "$split" "$out"
+}
+
+# The compute threads of each job when --num_threads is not given. With run.pl the jobs share
+# this machine: its cores (those this shell may run on) divided among the jobs that run at
+# once ($nj, or fewer with --max-jobs-run), at least one, so that jobs never oversubscribe it.
+# Any other launcher gives each job CPUs of its own (slurm.pl: --num-threads, 1 by default):
+# 0 makes the job take one thread per CPU it may run on.
+threads_per_job() {
+    local launcher=${cmd%% *} at_once=$nj max cores
+    if [ "${launcher##*/}" != run.pl ]; then
+        log "each job runs one compute thread per CPU the launcher gives it"
+        echo 0
+        return
+    fi
+    max=$(sed -n 's/.*--max-jobs-run[ =]\([0-9][0-9]*\).*/\1/p' <<<"$cmd")
+    if [ -n "$max" ] && [ "$max" -gt 0 ] && [ "$max" -lt "$at_once" ]; then
+        at_once=$max
+    fi
+    cores=$(nproc)
+    local threads=$((cores / at_once > 0 ? cores / at_once : 1))
+    log "each job runs $threads compute thread(s): $cores cores, $at_once job(s) at once"
+    echo "$threads"
 }
 
 # --help: the stage's usage, then the options of the toolkit it would run (--toolkit as given
