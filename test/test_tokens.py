@@ -376,8 +376,8 @@ def test_the_merge_refuses_jobs_of_other_centers(tmp_path, dumps, feats, models)
     (tmp_path / "out").mkdir()
     proc = subprocess.run(merge, capture_output=True, text=True)
     assert proc.returncode == 1
-    assert (f"ERROR: job 2 in {split} ran with another config than job 1 (centers_sha1 differ)"
-            in proc.stderr)
+    assert (f"ERROR: job 2 in {split} ran with another config than job 1 (centers_sha1 differ: "
+            "--centers_sha1 " in proc.stderr)
     for job in (1, 2, 3):  # all three of other centers: refused against the model
         (split / f"done.{job}").write_text(json.dumps(record))
     proc = subprocess.run(merge, capture_output=True, text=True)
