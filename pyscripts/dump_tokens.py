@@ -9,7 +9,10 @@
       one job, written as every stage's job is (speechdump.job.JobWriter):
       <split_dir>/tokens.<job>.{ark,scp} (int32 vectors; the scp appears only once the job is
       complete), utt2num_frames.<job>, bad_utts.<job> and done.<job>, its record. A rerun skips
-      a job done with the same centers over the same feature entries and arks.
+      a job done with the same centers over the same feature entries and arks. With --dedup
+      true, runs of a repeated token collapse into one unit: tokens.<job> holds the units and
+      tokens_durations.<job> the frames of each (np.repeat(units, durations) gives the frames
+      back); utt2num_frames then counts units.
 The merge is pyscripts/merge_outputs.py --kmeans <km_dir>, as for every stage.
 """
 
@@ -33,9 +36,10 @@ from speechdump.tokens import (KMeansModel, assign_utterances, feature_table, it
 TAG = "tokens"
 
 
-def job_config(model: KMeansModel) -> dict:
+def job_config(model: KMeansModel, dedup: bool = False) -> dict:
     """What determines every job's output, the same for all jobs of the stage."""
-    return {"centers_sha1": model.settings["centers_sha1"], "n_clusters": model.n_clusters}
+    config = {"centers_sha1": model.settings["centers_sha1"], "n_clusters": model.n_clusters}
+    return dict(config, dedup=True) if dedup else config
 
 
 def job_input(table: dict) -> dict:
@@ -78,17 +82,24 @@ def check(args) -> None:
 def run_job(args) -> None:
     model = load_model(args.km_dir)
     table = feature_table(args.feats_scp)
-    config, inputs = job_config(model), job_input(table)
+    dedup = args.dedup == "true"
+    config, inputs = job_config(model, dedup), job_input(table)
     if is_done(args.split_dir, args.job, list(table), config, inputs):
         logging.info("job %d is complete (%d utterances): nothing to do", args.job, len(table))
         return
     import torch  # only a job with work to do pays for it
 
     from speechdump.device import describe_device
+    from speechdump.extractors.codec import dedup_frames  # the codec toolkit's, the same runs
 
     torch.set_num_threads(args.num_threads)
     device = describe_device(args.device)
-    stream = Stream(kind=INT, shape=TOKENS, frame_shift=args.frame_shift)
+    # Units of varying length have no frame shift.
+    stream = Stream(kind=INT, shape=TOKENS, frame_shift=None if dedup else args.frame_shift)
+    streams = [(stream.stem(TAG), stream)]
+    if dedup:
+        durations = Stream("durations", kind=INT, shape=TOKENS)
+        streams.append((durations.stem(TAG), durations))
 
     def checked():
         for key, matrix in iter_features(args.feats_scp, table=table):
@@ -100,11 +111,14 @@ def run_job(args) -> None:
             yield key, matrix
 
     start, frames = time.time(), 0
-    with JobWriter(args.split_dir, args.job, [(stream.stem(TAG), stream)], config=config,
-                   input=inputs) as out:
+    with JobWriter(args.split_dir, args.job, streams, config=config, input=inputs) as out:
         for key, tokens in assign_utterances(checked(), model.centers, args.device,
                                              args.batch_frames):
-            out.write(key, tokens)
+            if dedup:
+                units, counts = dedup_frames(np.asarray(tokens))
+                out.write(key, {"": units, "durations": counts})
+            else:
+                out.write(key, tokens)
             frames += len(tokens)
         out.finish(frames=frames)
     wall = time.time() - start
@@ -140,6 +154,8 @@ def get_parser() -> argparse.ArgumentParser:
     j.add_argument("--frame_shift", type=seconds_or_none, default=None,
                    help="seconds between the features' frames, recorded with the tokens "
                         "(none: unknown)")
+    j.add_argument("--dedup", choices=["true", "false"], default="false",
+                   help="collapse runs of a repeated token into units, with their durations")
     j.add_argument("km_dir")
     j.add_argument("feats_scp")
     j.add_argument("split_dir")

@@ -5,7 +5,8 @@ ids and checks it.
 For each stream writes <out_dir>/<stream>.scp (in the order of --reference, else of --text,
 else of --source_ids), plus utt2num_frames for frame-level streams (checked against the arks),
 utt2dur where the jobs read audio, bad_utts, and dropped_utts with --source_ids; an integer
-token stream also gets its Kaldi text form <out_dir>/<stream> (``<utt> <t1> <t2> ...``); with
+token stream also gets its Kaldi text form <out_dir>/<stream> (``<utt> <t1> <t2> ...``; codebook
+matrices frame-major: ``t0c0 t0c1 ... t1c0 ...``); with
 --spk_means, spk_<tag>.{ark,scp} from utt2spk; with --kmeans, the token usage of that model.
 Refuses jobs that ran with different configs or streams. Writes, last, <out_dir>/meta.json:
 the stage's config and streams. Prints the stage summary.
@@ -134,7 +135,11 @@ def chain(callbacks: list):
 
 
 def write_token_text(scp_path: str, text_path: str) -> None:
-    """The Kaldi text form of an int token scp: ``<utt> <t1> <t2> ...`` per line, same order."""
+    """The Kaldi text form of an int token scp: ``<utt> <t1> <t2> ...`` per line, same order.
+
+    A [frames, codebooks] matrix (codec tokens) is written frame-major, ``t0c0 t0c1 ...
+    t0cK-1 t1c0 ...``: the order speech-LM codec tokenizers (ESPnet's) flatten codes in; the
+    line has frames x K tokens, and K is the scp's dimension (meta.json)."""
     with atomic_path(text_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for key, tokens in read_scp_arrays(scp_path):
             f.write(" ".join([key, *map(str, tokens.reshape(-1).tolist())]) + "\n")
@@ -161,7 +166,8 @@ def token_usage(args, records: list, streams: dict) -> dict:
         raise TokenError(f"the jobs in {args.split_dir} were not made with the centers of "
                          f"{args.kmeans}")
     usage = {stem: TokenUsage(os.path.join(args.out_dir, f"{stem}.scp"), model.n_clusters)
-             for stem, info in streams.items() if info.kind == INT and info.shape == TOKENS}
+             for stem, info in streams.items()
+             if info.kind == INT and info.shape == TOKENS and info.name != "durations"}
     if not usage:
         raise TokenError(f"--kmeans {args.kmeans}: the jobs in {args.split_dir} wrote no token "
                          "stream")
@@ -230,7 +236,7 @@ def merge(args) -> None:
                                                else "vectors")
         print(f"{out_scp}: {len(kept)} {'int32 ' if info.kind == INT else ''}{what}"
               + (f" of dimension {shape[-1]}" if shape else ""))
-        if info.kind == INT and info.shape == TOKENS and not shape:
+        if info.kind == INT and info.shape == TOKENS and len(shape or ()) <= 1:
             text_path = os.path.join(args.out_dir, stream)
             write_token_text(out_scp, text_path)
             print(f"{text_path}: the same tokens as Kaldi text")

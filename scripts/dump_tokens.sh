@@ -48,7 +48,10 @@ for opt in nj batch_frames num_threads shard_size; do
         exit 1
     fi
 done
-case $dedup in true|false) ;; *) log "ERROR: --dedup must be true or false, got '$dedup'"; exit 1;; esac
+if [ "$dedup" != true ] && [ "$dedup" != false ]; then
+    log "ERROR: --dedup must be true or false, got '$dedup'"
+    exit 1
+fi
 require_device "$device"
 require_speechdump "$python"
 [ -f "$feats" ] || { log "ERROR: $feats is missing"; exit 1; }

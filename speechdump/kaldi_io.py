@@ -231,9 +231,11 @@ class ArkScpWriter:
             raise ValueError(f"Kaldi keys cannot be empty or hold whitespace: {key!r}")
         offset = self._ark.tell() + len(key.encode("utf-8")) + 1  # data follows "<key> "
         array = np.ascontiguousarray(array)
-        # Kaldi's binary format has no float16: such arrays go in kaldiio's NPY records, which
-        # kaldiio (and so ESPnet and speechdump.readers) read back; Kaldi binaries do not.
-        write_function = "numpy" if array.dtype == np.float16 else None
+        # Kaldi's binary format has no float16 and no integer matrix (codec tokens [frames,
+        # codebooks]): such arrays go in kaldiio's NPY records, which kaldiio (and so ESPnet
+        # and speechdump.readers) read back; Kaldi binaries do not.
+        npy = array.dtype == np.float16 or (array.dtype.kind in "iu" and array.ndim > 1)
+        write_function = "numpy" if npy else None
         # Kaldi compresses matrices only; vectors and integer arrays are stored as they are.
         compression = (KALDI_COMPRESSION if self.compress and array.ndim == 2
                        and array.dtype == np.float32 else None)

@@ -4,7 +4,8 @@
 (``config.json``, the weights, ``preprocessor_config.json``), loaded with
 ``AutoModel.from_pretrained`` / ``AutoFeatureExtractor.from_pretrained`` (local files only); a
 name that is not an existing path is passed through as a hub name (fetched because the user
-named it). Weights are used in float32, and only if they fit the model (``load_model``).
+named it). Weights are used in float32, and only if they fit the model
+(``speechdump.hf_models.load_checked``).
 
 Options:
 
@@ -77,9 +78,7 @@ judgement of usefulness: a 25 ms input gives one frame.)
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -88,71 +87,18 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from speechdump import compat, weights
+from speechdump import compat
 from speechdump.batching import pad, plan_batches
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
-from speechdump.extractors.base import (FRAMES, VECTOR, Extractor, Option, Stream, layout_hint,
-                                        looks_like_local_path, positive)
+from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
+from speechdump.hf_models import load_checked, read_config, resolve
 
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
 MASKABLE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 POOLS = ("none", "mean", "last")
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
-# Tensors a checkpoint may lack (see load_model): masked_spec_embed, the vector that replaces
-# masked frames in training (SpecAugment-style masking in train mode, or mask_time_indices
-# given); never used here. transformers creates it whenever the config's mask_time_prob or
-# mask_feature_prob is > 0 (the defaults), so a checkpoint saved from a model configured
-# without masking lacks it while the model built from an edited config has it.
-HARMLESS_MISSING = ("masked_spec_embed",)
-# The weight files transformers looks for in a local model dir, in its order of preference.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-
-
-
-def load_model(source: str, local: bool):
-    """``AutoModel.from_pretrained(source)`` in float32, refusing weights that do not fit.
-
-    transformers initialises tensors missing from the file at random with only a log warning.
-    Here any tensor missing (but ``HARMLESS_MISSING``), of another shape, or in the file under
-    one of the model's own modules but unknown to it (e.g. ``encoder.layers.12.*`` for a
-    12-layer config) is a ModelError naming the file. Tensors of layers the base model does not
-    have are allowed: they are the heads of a task model's checkpoint (``lm_head`` of a
-    ``*ForCTC``, ``project_q``/``quantizer`` of a ``*ForPreTraining``, ``projector``/
-    ``classifier`` of a ``*ForSequenceClassification``); the base model's hidden states never
-    use them, and transformers already strips the checkpoint's prefix (``wav2vec2.``, ...)
-    from the base model's own tensors."""
-    from transformers import AutoModel
-
-    model, info = AutoModel.from_pretrained(
-        source, local_files_only=local, dtype=torch.float32, output_loading_info=True,
-        ignore_mismatched_sizes=True)  # reported below instead of raised without the names
-    order = {name: i for i, name in enumerate(model.state_dict())}
-    own = {name.split(".")[0] for name in order}
-    missing = sorted((k for k in info["missing_keys"] if k not in HARMLESS_MISSING),
-                     key=lambda k: order.get(k, len(order)))
-    unexpected = sorted(k for k in info["unexpected_keys"] if k.split(".")[0] in own)
-    mismatched = sorted((k, tuple(found), tuple(wanted))
-                        for k, found, wanted in info["mismatched_keys"])
-    path = _weights_path(source)
-    if info["error_msgs"]:
-        raise ModelError(f"{path}: {'; '.join(map(str, info['error_msgs']))}")
-    weights.refuse(path, len(order), missing, unexpected, mismatched,
-                   what=f"the {type(model).__name__} {os.path.join(source, 'config.json')} "
-                        f"describes" if local else f"the {type(model).__name__} of {source}")
-    return model
-
-
-def _weights_path(source: str) -> str:
-    """The weights file transformers loads from a local model dir (for messages)."""
-    for name in WEIGHT_FILES:
-        if os.path.isfile(os.path.join(source, name)):
-            return os.path.join(source, name)
-    return source
-
-
 def parse_layers(spec: str, num_layers: int) -> List[int]:
     """``all`` | ``6`` | ``3,6,9`` | ``3-6`` -> sorted distinct hidden-state numbers, checked."""
     text = str(spec).strip().lower()
@@ -211,23 +157,12 @@ class SSLExtractor(Extractor):
         super().check(model, options)
         if options["hop_seconds"] is not None and options["window_seconds"] is None:
             raise OptionError("--hop_seconds needs --window_seconds")
-        path = os.path.expanduser(model)
-        if not os.path.isdir(path):
-            if looks_like_local_path(model):
-                raise ModelError(f"ssl model '{model}' is not a directory")
+        if not resolve(model, "ssl")[1]:
             return [Stream(shape=FRAMES)]  # a hub name: its layers are known once fetched
-        for name in ("config.json", "preprocessor_config.json"):
-            if not os.path.isfile(os.path.join(path, name)):
-                raise ModelError(f"ssl model '{model}' has no {name}{layout_hint(path)}")
-        config_path = os.path.join(path, "config.json")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read {config_path}: {exc}") from exc
+        config = read_config(model, "ssl")
         if "conv_kernel" not in config or "num_hidden_layers" not in config:
             raise ModelError(f"ssl model '{model}' ({config.get('model_type')}) is not a waveform "
-                             f"encoder with a convolutional front end ({config_path})")
+                             f"encoder with a convolutional front end (its config.json)")
         layers = parse_layers(options["layers"], int(config["num_hidden_layers"]))
         windows = options["window_seconds"] is not None
         shape = FRAMES if options["pool"] == "none" or windows else VECTOR
@@ -244,13 +179,7 @@ class SSLExtractor(Extractor):
             raise OptionError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
         from transformers import AutoFeatureExtractor
 
-        path = os.path.expanduser(model)
-        if os.path.isdir(path):
-            source, local = os.path.abspath(path), True
-        elif looks_like_local_path(model):
-            raise ModelError(f"ssl model '{model}' is not a directory")
-        else:
-            source, local = model, False  # a hub name: fetched because the user named it
+        source, local = resolve(model, "ssl")
         try:
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(
                 source, local_files_only=local)
@@ -261,7 +190,7 @@ class SSLExtractor(Extractor):
         if getattr(fe, "feature_size", None) != 1 or not hasattr(fe, "sampling_rate"):
             raise ModelError(f"ssl model '{model}': {type(fe).__name__} does not take raw "
                              f"waveforms; expected a Wav2Vec2FeatureExtractor-style config")
-        self.model = load_model(source, local)
+        self.model = load_checked("AutoModel", source, local)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         if self.device.type == "cpu":
