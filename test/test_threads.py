@@ -1,5 +1,7 @@
-"""The compute threads a job gets when --num_threads is not given: the machine's cores shared
-among the jobs run.pl runs at once, or the CPUs Slurm gives each job."""
+"""The compute threads a job gets with --num_threads auto: the machine's cores shared among the
+jobs run.pl runs at once, or the CPUs Slurm gives each job. (The default stays one thread: the
+float outputs of a model depend on its thread count at the rounding level, and they must not
+depend on --nj.)"""
 
 import os
 import re
@@ -26,16 +28,20 @@ def test_run_pl_jobs_share_the_cores_they_run_on_at_once(cmd, nj, at_once, tmp_p
                                                          stage_env):
     data = make_data_dir(tmp_path / "data", keep=UTTS)
     out = tmp_path / "out"
-    proc = run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", nj, data, out], stage_env)
+    proc = run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", nj, "--num_threads",
+                            "auto", data, out], stage_env)
     cores = len(os.sched_getaffinity(0))
     expected = max(1, cores // at_once)
     assert threads_of(out, nj) == [expected] * nj
     assert f"each job runs {expected} compute thread(s): {cores} cores, {at_once} job(s) at " \
            "once" in proc.stderr
-    # Given on the command line, the count is the user's.
+    # A number is the user's; the default is one thread per job.
     run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", nj, "--num_threads", 3,
                      "--force", "true", data, out], stage_env)
     assert threads_of(out, nj) == [3] * nj
+    run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", nj, "--force", "true", data,
+                     out], stage_env)
+    assert threads_of(out, nj) == [1] * nj
 
 
 def test_slurm_jobs_take_the_cpus_they_are_given(cluster, tmp_path, stage_env):
@@ -45,7 +51,8 @@ def test_slurm_jobs_take_the_cpus_they_are_given(cluster, tmp_path, stage_env):
     data = make_data_dir(tmp_path / "data", keep=UTTS)
     for cmd, expected in (("slurm.pl", 1), ("slurm.pl --num-threads 2", 2)):
         out = tmp_path / cmd.replace(" ", "_")
-        proc = run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", 2, data, out], env)
+        proc = run_feats_stage(["--toolkit", "fbank", "--cmd", cmd, "--nj", 2, "--num_threads",
+                                "auto", data, out], env)
         assert "one compute thread per CPU the launcher gives it" in proc.stderr
         assert threads_of(out, 2) == [expected, expected]
         log = (out / "log" / "extract.1.log").read_text()

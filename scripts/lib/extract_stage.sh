@@ -101,7 +101,7 @@ extract_stage_prepare() {
         nj=$num_utts
     fi
 
-    if [ -z "$num_threads" ]; then
+    if [ "$num_threads" = auto ]; then
         num_threads=$(threads_per_job)
     fi
     split=$out/split$nj
@@ -143,7 +143,7 @@ extract_stage_merge() {
         --start_time "$stage_start" "$@" "$split" "$out"
 }
 
-# The compute threads of each job when --num_threads is not given. With run.pl the jobs share
+# The compute threads of each job for --num_threads auto. With run.pl the jobs share
 # this machine: its cores (those this shell may run on) divided among the jobs that run at
 # once ($nj, or fewer with --max-jobs-run), at least one, so that jobs never oversubscribe it.
 # Any other launcher gives each job CPUs of its own (slurm.pl: --num-threads, 1 by default):
