@@ -124,18 +124,6 @@ class Stream:
             raise ValueError(f"stream '{self.name}': shape must be {VECTOR}, {FRAMES} or "
                              f"{TOKENS}")
 
-    @classmethod
-    def model_files(cls, model: Optional[str]) -> List[str]:
-        """The files that make up ``model``, whose sizes and contents the output depends on:
-        every file under a directory, or the file itself; none for a hub name or no model."""
-        if not model:
-            return []
-        path = os.path.expanduser(model)
-        if os.path.isdir(path):
-            return sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                          for name in names if not name.startswith("."))
-        return [path] if os.path.isfile(path) else []
-
     @property
     def frame_level(self) -> bool:
         return self.shape != VECTOR

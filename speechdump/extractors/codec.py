@@ -46,7 +46,6 @@ per forward. test/test_codec.py checks every token against ``model.encode`` alon
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -56,8 +55,8 @@ import torch
 
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
-from speechdump.extractors.base import (INT, TOKENS, Extractor, Option, Stream, layout_hint,
-                                        positive)
+from speechdump.hf_models import load_checked, read_config
+from speechdump.extractors.base import (INT, TOKENS, Extractor, Option, Stream, positive)
 
 CODECS = ("encodec", "dac", "mimi")
 
@@ -76,22 +75,10 @@ def dedup_frames(frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _read_config(model: str) -> Dict[str, Any]:
     """The codec's config.json, checked to be one of CODECS with its preprocessor config."""
-    path = os.path.expanduser(model)
-    if not os.path.isdir(path):
+    if not os.path.isdir(os.path.expanduser(model)):
         raise ModelError(f"codec model '{model}' is not a directory")
-    for name in ("config.json", "preprocessor_config.json"):
-        if not os.path.isfile(os.path.join(path, name)):
-            raise ModelError(f"codec model '{model}' has no {name}{layout_hint(path)}")
-    config_path = os.path.join(path, "config.json")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {config_path}: {exc}") from exc
-    kind = config.get("model_type")
-    if kind not in CODECS:
-        raise ModelError(f"codec model '{model}' is a {kind}, not one of {', '.join(CODECS)} "
-                         f"({config_path})")
+    config = read_config(model, "codec", CODECS)
+    kind = config["model_type"]
     if kind == "encodec" and (config.get("chunk_length_s") or config.get("normalize")):
         raise ModelError(f"codec model '{model}': chunked EnCodec (48 kHz, a scale per chunk) "
                          "is not supported; use a 24 kHz EnCodec")
@@ -161,7 +148,6 @@ class CodecExtractor(Extractor):
             raise ModelError(f"codec needs --model: {self.model_help}")
         from transformers import AutoFeatureExtractor
 
-        from speechdump.hf_models import load_checked
 
         config = _read_config(model)
         self.kind = config["model_type"]
@@ -173,7 +159,7 @@ class CodecExtractor(Extractor):
         except (OSError, ValueError) as exc:
             raise ModelError(f"codec model '{model}': no usable feature-extractor config "
                              f"(preprocessor_config.json): {exc}") from exc
-        self.model = load_checked("AutoModel", source, True)
+        self.model = load_checked("AutoModel", source, True, CODECS)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.sample_rate = int(self.feature_extractor.sampling_rate)
