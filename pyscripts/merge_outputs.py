@@ -125,8 +125,8 @@ def job_streams(record: dict) -> dict:
 
 def chain(callbacks: list):
     """One callback that calls each of ``callbacks`` in turn; None when there is none."""
-    if not callbacks:
-        return None
+    if len(callbacks) <= 1:
+        return callbacks[0] if callbacks else None  # a million calls saved on the usual merge
 
     def each(key: str, array: np.ndarray) -> None:
         for callback in callbacks:
