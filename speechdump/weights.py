@@ -129,6 +129,19 @@ def check_module(module: torch.nn.Module, state: Mapping[str, torch.Tensor], pat
             allow_unexpected=allow_unexpected, what=what)
 
 
+def load(module: torch.nn.Module, state: Mapping[str, torch.Tensor],
+         allow_unexpected: Collection[str] = ()) -> None:
+    """Loads ``state`` into ``module`` strictly, once ``check_module`` has passed: the allowed
+    extra tensors are left out, and the ``HARMLESS_MISSING`` counters the file lacks keep the
+    module's own values (BatchNorm's ``num_batches_tracked``, read in training only), so torch
+    itself refuses anything else."""
+    own = module.state_dict()
+    full = {k: v for k, v in state.items() if k not in allow_unexpected}
+    full.update({k: v for k, v in own.items()
+                 if k not in full and k.rsplit(".", 1)[-1] in HARMLESS_MISSING})
+    module.load_state_dict(full, strict=True)
+
+
 def shapes(state: Mapping[str, Any]) -> Dict[str, Tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 

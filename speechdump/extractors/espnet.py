@@ -126,8 +126,7 @@ def load_speech2embedding(model: Optional[str], device: str = "cpu"):
     speech2embedding = Speech2Embedding(train_config=files["train_config"], device=device)
     weights.check_module(speech2embedding.spk_model, state, files["model_file"],
                          what=f"the model {files['train_config']} builds")
-    # As build_model_from_file loads it; non-strict only for weights.HARMLESS_MISSING.
-    speech2embedding.spk_model.load_state_dict(state, strict=False)
+    weights.load(speech2embedding.spk_model, state)
     return speech2embedding
 
 

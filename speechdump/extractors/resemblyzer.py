@@ -36,7 +36,7 @@ MIN_COVERAGE = 0.75
 INT16_MAX = 2 ** 15 - 1  # the PCM scale of its VAD input
 VAD_WINDOW = hparams.vad_window_length * hparams.sampling_rate // 1000  # samples
 # Saved beside the encoder in Resemblyzer's files (the wheel's too): the GE2E loss's similarity
-# scale and bias, used in training only; its own loading skips them (strict=False).
+# scale and bias, used in training only: left out of what is loaded.
 GE2E_LOSS_TENSORS = ("similarity_weight", "similarity_bias")
 
 
@@ -69,11 +69,11 @@ class ResemblyzerExtractor(Extractor):
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
         self.device = torch.device(device)
         # The wheel's encoder, then --model's weights once they are known to fit it (with
-        # weights_fpath=model, VoiceEncoder would load whatever they are, strict=False).
+        # weights_fpath=model, VoiceEncoder would load whatever they are, non-strictly).
         self.encoder = VoiceEncoder(device=self.device, verbose=False)
         if model:
-            # Non-strict only for GE2E_LOSS_TENSORS, which checked_state allows.
-            self.encoder.load_state_dict(checked_state(model, self.encoder), strict=False)
+            weights.load(self.encoder, checked_state(model, self.encoder),
+                         allow_unexpected=GE2E_LOSS_TENSORS)
         self.encoder.eval()
         self.mel = MelSpectrogram()
 

@@ -265,7 +265,10 @@ class SSLExtractor(Extractor):
             if keep < len(encoder.layers):
                 encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:keep])
         if config.model_type == "wavlm":
-            # WavLM hands torch a boolean key-padding mask with its float position bias.
+            # WavLM hands torch a boolean key-padding mask with its float position bias; torch
+            # warns that mixing the two types is deprecated and converts the mask itself, so the
+            # output is unchanged (batched == each utterance alone: test_ssl.py, WavLM cases).
+            # Only this message is silenced, once per job, not every UserWarning.
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
                                     category=UserWarning)
 
