@@ -97,6 +97,11 @@ from speechdump.hf_models import load_checked, read_config, resolve
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
 MASKABLE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 POOLS = ("none", "mean", "last")
+# The options of every encoder family that gives hidden states (ssl, whisper, w2v_bert).
+LAYERS = Option("layers", str, "all", "hidden states: all, 6, 3,6,9 or 3-6 (0 = the input of the "
+                "first layer)")
+POOL = Option("pool", str, "none", "none: frames; mean or last: one vector per utterance (or "
+              "per window)", choices=POOLS)
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
 def parse_layers(spec: str, num_layers: int) -> List[int]:
@@ -142,10 +147,8 @@ class SSLExtractor(Extractor):
                   "extractor (config.json, model weights, preprocessor_config.json), e.g. a copy "
                   "of facebook/hubert-base-ls960, or a hub name")
     options = (
-        Option("layers", str, "all", "hidden states: all, 6, 3,6,9 or 3-6 (0 = the input of the "
-               "first transformer layer)"),
-        Option("pool", str, "none", "none: frames; mean or last: one vector per utterance (or "
-               "per window)", choices=POOLS),
+        LAYERS,
+        POOL,
         Option("window_seconds", float, None, "sliding windows of this many seconds, each "
                "pooled to one vector", check=positive),
         Option("hop_seconds", float, None, "a window starts every this many seconds (default: "

@@ -35,8 +35,8 @@ import torch
 from speechdump import hf_models
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
-from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream
-from speechdump.extractors.ssl import POOLS, _to_numpy, parse_layers
+from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
+from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, parse_layers
 
 MODEL_TYPES = ("wav2vec2-bert",)
 FBANK_WINDOW, FBANK_SHIFT = 400, 160  # samples at 16 kHz (the feature extractor's Kaldi fbank)
@@ -50,10 +50,8 @@ class W2vBertExtractor(Extractor):
                   "(config.json, model weights, preprocessor_config.json), e.g. a copy of "
                   "facebook/w2v-bert-2.0, or a hub name")
     options = (
-        Option("layers", str, "all", "hidden states: all, 6, 3,6,9 or 3-6 (0 = the input of the "
-               "first conformer layer)"),
-        Option("pool", str, "none", "none: frames; mean or last: one vector per utterance",
-               choices=POOLS),
+        LAYERS,
+        POOL,
     )
 
     @classmethod

@@ -45,7 +45,7 @@ from speechdump import hf_models
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
-from speechdump.extractors.ssl import POOLS, _to_numpy, parse_layers
+from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, parse_layers
 
 MODEL_TYPES = ("whisper",)
 # Windows per forward pass: bounds memory for long audio (all hidden states of a 30 s window
@@ -90,10 +90,8 @@ class WhisperExtractor(Extractor):
                   "(config.json, model weights, preprocessor_config.json), e.g. a copy of "
                   "openai/whisper-small, or a hub name")
     options = (
-        Option("layers", str, "all", "hidden states: all, 6, 3,6,9 or 3-6 (0 = the input of the "
-               "first encoder layer)"),
-        Option("pool", str, "none", "none: frames; mean or last: one vector per utterance",
-               choices=POOLS),
+        LAYERS,
+        POOL,
         Option("hop_seconds", float, 20.0, "above 30 s: a 30 s window starts every this many "
                "seconds (at most 30); overlapping frames come from the window where they are "
                "farthest from an edge", check=positive),
