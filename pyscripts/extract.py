@@ -38,8 +38,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort_window_seconds", type=float, default=600.0,
                    help="and at most this many seconds of audio (bounds memory for long audio)")
     p.add_argument("--num_threads", type=int, default=0,
-                   help="compute threads of this job (torch and numpy's BLAS); 0: one per CPU "
-                        "this job was given (Slurm's allocation, else its CPU affinity)")
+                   help="the CPU cores this job computes on; 0: the CPUs it was given (Slurm's "
+                        "allocation, else its CPU affinity). On the CPU, a toolkit whose forward "
+                        "pass allows it runs that many forward passes at once, one torch thread "
+                        "each, so its outputs do not depend on this number; any other runs one "
+                        "forward pass on that many torch threads")
     p.add_argument("--skip_bad", type=cli.str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
@@ -59,10 +62,15 @@ def main(argv=None) -> int:
     if args.num_threads <= 0:
         args.num_threads = job_cpus()
         logging.info("--num_threads %d: one per CPU this job was given", args.num_threads)
-    torch.set_num_threads(args.num_threads)
+    cls = get_class(args.toolkit)
+    # Several single-threaded forward passes give each output what one thread gives it, so the
+    # cores a job gets (which follow --nj) never change a value; torch threads would.
+    workers = args.num_threads if cls.concurrent_forward and args.device == "cpu" else 1
+    torch_threads = args.num_threads // workers
+    torch.set_num_threads(torch_threads)
     # numpy's BLAS would otherwise start a thread per core in every loader thread, and those
     # spin against the model's threads.
-    threadpool_limits(args.num_threads)
+    threadpool_limits(torch_threads)
     # oneDNN keeps a compiled kernel per input shape, 1024 by default; with utterances of every
     # length, the models' convolutions would fill it and a job's memory grow with its corpus.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
@@ -70,7 +78,6 @@ def main(argv=None) -> int:
     values, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
     utterances = read_utterances(args.wav_scp, args.segments)
-    cls = get_class(args.toolkit)
     fingerprint = model_fingerprint(cls.model_files(args.model),
                                     read_fingerprint(args.model_fingerprint))
     # What determines the output: a rerun with anything else here redoes the job.
@@ -93,10 +100,16 @@ def main(argv=None) -> int:
     write_table(sources_path(args.split_dir, args.job), lines)
     device = describe_device(args.device)
     extractor = load_extractor(args.toolkit, args.model, args.device, **values)
-    logging.info("%s on %s, %d compute thread(s), %d loader thread(s)", args.toolkit, device,
-                 args.num_threads, args.num_workers)
+    logging.info("%s on %s, %d core(s): %d forward pass(es) at once, %d torch thread(s) each; "
+                 "%d loader thread(s)", args.toolkit, device, args.num_threads, workers,
+                 torch_threads, args.num_workers)
+    if workers == 1 and torch_threads > 1 and args.device == "cpu":
+        logging.warning("%s runs one forward pass on %d torch threads: its float outputs may "
+                        "differ, at the rounding level, from a run with another thread count "
+                        "(another --nj)", args.toolkit, torch_threads)
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, sort_window=args.sort_window,
+                                   num_workers=args.num_workers, compute_workers=workers,
+                                   sort_window=args.sort_window,
                                    sort_window_seconds=args.sort_window_seconds,
                                    skip_bad=args.skip_bad, channel=values["channel"],
                                    max_overshoot=values["max_overshoot"])

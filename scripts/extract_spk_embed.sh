@@ -17,9 +17,10 @@ batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
 sort_window=128      # utterances sorted by length together; bounds memory and write latency
 sort_window_seconds=600  # ... and at most this much audio: bounds memory for long utterances
-num_threads=1        # compute threads per job (torch, BLAS); auto: with run.pl the cores
-                     # divided among the jobs that run at once, else the CPUs each job is given
-                     # (faster, but float outputs then depend on --nj at the rounding level)
+num_threads=auto     # CPU cores per job; auto: with run.pl this machine's cores divided among
+                     # the jobs that run at once, else the CPUs each job is given. A job runs
+                     # that many single-threaded forward passes at once: outputs never depend
+                     # on it
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 force=false          # true: run every job again, even those whose outputs are up to date
 utt_norm=false       # L2-normalise utterance vectors before averaging them per speaker
@@ -35,7 +36,7 @@ Options:
   --extractor_opts <\"--name value ...\": the toolkit's own options>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
   --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
-  --num_threads <$num_threads|auto> --skip_bad <$skip_bad> --force <$force>
+  --num_threads <$num_threads|N> --skip_bad <$skip_bad> --force <$force>
   --utt_norm <$utt_norm> --spk_norm <$spk_norm> --tag <name> --python <$python>"
 
 . "$root/scripts/lib/extract_stage.sh"

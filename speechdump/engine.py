@@ -4,7 +4,8 @@ Loader threads decode, resample (once per utterance, through a shared resampler 
 the extractor's per-utterance ``prepare`` ahead of the model. Utterances are taken in windows of
 at most ``sort_window`` utterances and ``sort_window_seconds`` of audio; each window is sorted
 by length and cut into batches bounded by padded audio seconds and by count, so padding stays
-small, while the next utterances load. Results are written in the job's input order, so output
+small, while the next utterances load. The batches of a window run on ``compute_workers``
+threads at once where the extractor allows it (``concurrent_forward``). Results are written in the job's input order, so output
 never depends on batch composition or thread timing.
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
@@ -19,9 +20,9 @@ import collections
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -36,7 +37,10 @@ from speechdump.extractors.base import Extractor
 class EngineOptions:
     batch_seconds: float = 60.0  # padded audio seconds per forward pass
     batch_size: int = 64
-    num_workers: int = 2
+    num_workers: int = 2  # loader threads
+    # Forward passes run at once (threads; each should then use one torch thread), for
+    # extractors whose forward allows it (``concurrent_forward``); else one.
+    compute_workers: int = 1
     sort_window: int = 128  # utterances sorted by length together,
     sort_window_seconds: float = 600.0  # and at most this much audio (long utterances)
     skip_bad: bool = False
@@ -179,6 +183,9 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", file=sys.stderr,
                disable=not options.progress, mininterval=1.0 if sys.stderr.isatty() else 10.0)
     window = max(options.sort_window, 1)
+    workers = options.compute_workers if extractor.concurrent_forward else 1
+    forward = (ThreadPoolExecutor(workers, thread_name_prefix="forward") if workers > 1
+               else None)
     # Up to two windows of utterances load while the model runs on this one.
     loaded = _Prefetch(loader, utterances, max(options.num_workers, 1),
                        2 * window if options.num_workers > 0 else 1,
@@ -187,19 +194,22 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
         for chunk in _windows(iter(loaded), window, options.sort_window_seconds):
             # The window's outputs live only inside _run_window; its loaded inputs are
             # released here, before the next window is gathered.
-            _run_window(chunk, extractor, write, options, stats, bar)
+            _run_window(chunk, extractor, write, options, stats, bar, forward)
             del chunk
             speed = stats.audio_seconds / max(time.time() - start, 1e-9)
             bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
     finally:
         loaded.close()
+        if forward is not None:
+            forward.shutdown(wait=True, cancel_futures=True)
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats
 
 
 def _run_window(chunk: list, extractor: Extractor, write: Callable[[str, np.ndarray], None],
-                options: EngineOptions, stats: JobStats, bar: tqdm) -> None:
+                options: EngineOptions, stats: JobStats, bar: tqdm,
+                forward: Optional[ThreadPoolExecutor]) -> None:
     """One window of loader results: bad ones raised or recorded, the rest run and written."""
     good = []
     for utt, prepared, seconds in chunk:
@@ -210,7 +220,7 @@ def _run_window(chunk: list, extractor: Extractor, write: Callable[[str, np.ndar
         else:
             raise prepared
     bar.update(len(chunk) - len(good))
-    outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar)
+    outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar, forward)
     for (utt, _, seconds), array in zip(good, outputs):
         write(utt.utt_id, array)
         stats.done += 1
@@ -218,15 +228,33 @@ def _run_window(chunk: list, extractor: Extractor, write: Callable[[str, np.ndar
         stats.durations.append((utt.utt_id, seconds))
 
 
-def _forward_window(extractor: Extractor, items: list, options: EngineOptions,
-                    bar: tqdm) -> List[np.ndarray]:
-    """Runs a window of prepared items in length-sorted batches; outputs in the items' order."""
+def _forward_window(extractor: Extractor, items: list, options: EngineOptions, bar: tqdm,
+                    forward: Optional[ThreadPoolExecutor]) -> List[np.ndarray]:
+    """Runs a window of prepared items in length-sorted batches, on the ``forward`` workers if
+    given; outputs in the items' order."""
     costs = [extractor.cost(item) for item in items]
     outputs: List[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
     batch_size = min(options.batch_size, extractor.max_batch_size or options.batch_size)
-    for indices in plan_batches(costs, options.batch_seconds, batch_size,
-                                extractor.batch_cost, extractor.equal_lengths_only):
+    batches = plan_batches(costs, options.batch_seconds, batch_size, extractor.batch_cost,
+                           extractor.equal_lengths_only)
+
+    def run_batch(indices: List[int]) -> None:
         for i, array in zip(indices, extractor.forward([items[i] for i in indices])):
             outputs[i] = array
-        bar.update(len(indices))
+
+    if forward is None:
+        for indices in batches:
+            run_batch(indices)
+            bar.update(len(indices))
+        return outputs
+    # Longest first, so the workers end the window together rather than one waiting on the
+    # longest batch; the order of the forward passes changes no output.
+    running = {forward.submit(run_batch, indices): len(indices) for indices in reversed(batches)}
+    try:
+        for done in as_completed(running):
+            done.result()
+            bar.update(running[done])
+    finally:
+        for future in running:
+            future.cancel()
     return outputs

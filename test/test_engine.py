@@ -32,9 +32,9 @@ def test_a_seconds_bound_changes_the_windows_not_the_output(sample_utterances, m
     windows = []
     forward_window = engine._forward_window
 
-    def recording(extractor, items, options, bar):
+    def recording(extractor, items, options, bar, forward):
         windows.append([extractor.cost(item) for item in items])
-        return forward_window(extractor, items, options, bar)
+        return forward_window(extractor, items, options, bar, forward)
 
     monkeypatch.setattr(engine, "_forward_window", recording)
     order = []
@@ -80,10 +80,10 @@ def test_a_written_window_is_released_before_the_next_one_runs(sample_utterances
     forward_window = engine._forward_window
     alive_from_earlier = []
 
-    def counting(extractor, items, options, bar):
+    def counting(extractor, items, options, bar, forward):
         gc.collect()  # every output so far belongs to a window already written
         alive_from_earlier.append(sum(ref() is not None for ref in extractor.made))
-        return forward_window(extractor, items, options, bar)
+        return forward_window(extractor, items, options, bar, forward)
 
     monkeypatch.setattr(engine, "_forward_window", counting)
     utterances = [Utterance(utt, path) for utt, path in sample_utterances]

@@ -143,15 +143,15 @@ extract_stage_merge() {
         --start_time "$stage_start" "$@" "$split" "$out"
 }
 
-# The compute threads of each job for --num_threads auto. With run.pl the jobs share
+# The CPU cores of each job for --num_threads auto. With run.pl the jobs share
 # this machine: its cores (those this shell may run on) divided among the jobs that run at
 # once ($nj, or fewer with --max-jobs-run), at least one, so that jobs never oversubscribe it.
 # Any other launcher gives each job CPUs of its own (slurm.pl: --num-threads, 1 by default):
-# 0 makes the job take one thread per CPU it may run on.
+# 0 makes the job take the CPUs it may run on.
 threads_per_job() {
     local launcher=${cmd%% *} at_once=$nj max cores
     if [ "${launcher##*/}" != run.pl ]; then
-        log "each job runs one compute thread per CPU the launcher gives it"
+        log "each job computes on the CPUs the launcher gives it"
         echo 0
         return
     fi
@@ -161,7 +161,7 @@ threads_per_job() {
     fi
     cores=$(nproc)
     local threads=$((cores / at_once > 0 ? cores / at_once : 1))
-    log "each job runs $threads compute thread(s): $cores cores, $at_once job(s) at once"
+    log "each job computes on $threads core(s): $cores cores, $at_once job(s) at once"
     echo "$threads"
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -162,6 +163,14 @@ def check_storage(streams: Sequence[Stream], dtype: str, compress: bool) -> None
                               "writes no float frame-level stream")
 
 
+class BatchState(threading.local):
+    """What a forward pass tells the model's patched code about its batch (samples or frames per
+    item), kept per thread: forward passes that run at once never read each other's."""
+
+    lengths: Any = None
+    frames: Any = None
+
+
 class Extractor(abc.ABC):
     """Turns waveforms into arrays in two steps the engine can overlap.
 
@@ -188,6 +197,11 @@ class Extractor(abc.ABC):
     equal_lengths_only: bool = False
     # A cap the extractor puts on --batch_size (None: none), e.g. where batching is slower.
     max_batch_size: Optional[int] = None
+    # True when ``forward`` may run on several threads at once: it keeps no per-batch state on
+    # the instance (or keeps it thread-local). On CPU the engine then runs a job's cores as
+    # single-threaded forward workers, whose outputs equal one thread's bit for bit, instead of
+    # one forward with several torch threads, whose rounding follows the thread count.
+    concurrent_forward: bool = False
 
     @classmethod
     def check(cls, model: Optional[str], options: Dict[str, Any]) -> List[Stream]:

@@ -120,6 +120,7 @@ def codec_streams(codebooks: int, frame_shift: Optional[float], dedup: bool) -> 
 
 @register("codec")
 class CodecExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers EnCodec (24 kHz), DAC or Mimi codec "

@@ -162,6 +162,7 @@ def _sample_rate(train_args) -> int:
 
 
 class _ESPnetBase(Extractor):
+    concurrent_forward = True
     min_seconds = MIN_SECONDS
     needs_model = True
     packages = ("espnet",)

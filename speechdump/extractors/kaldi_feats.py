@@ -68,7 +68,9 @@ FRAME_OPTIONS = (
 
 
 class _KaldiFeatsExtractor(Extractor):
+    concurrent_forward = True
     packages = ("torchaudio",)
+
     @classmethod
     def check(cls, model, options):
         super().check(model, options)

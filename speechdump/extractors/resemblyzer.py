@@ -42,6 +42,7 @@ GE2E_LOSS_TENSORS = ("similarity_weight", "similarity_bias")
 
 @register("resemblyzer")
 class ResemblyzerExtractor(Extractor):
+    concurrent_forward = True
     model_help = ("optional: a Resemblyzer weights file (pretrained.pt); default: the encoder "
                   "shipped in its wheel")
     sample_rate = 16000

@@ -33,13 +33,14 @@ import torch
 from speechdump import compat, weights
 from speechdump.errors import ModelError
 from speechdump.extractors import register
-from speechdump.extractors.base import Extractor, layout_hint, looks_like_local_path
+from speechdump.extractors.base import BatchState, Extractor, layout_hint, looks_like_local_path
 
 DEFAULT_SAMPLE_RATE = 16000
 
 
 @register("speechbrain")
 class SpeechBrainExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("speechbrain",)
     model_help = ("a local directory in SpeechBrain's pretrained layout (hyperparams.yaml + "
@@ -117,7 +118,7 @@ class SpeechBrainExtractor(Extractor):
         from speechbrain.nnet.CNN import Conv1d
         from speechbrain.nnet.pooling import StatisticsPooling
 
-        self._frames: Optional[torch.Tensor] = None  # frame counts of the batch in forward
+        self._batch = BatchState()  # frame counts of the batch in forward
         convs = [m for m in mods.embedding_model.modules()
                  if isinstance(m, Conv1d) and m.padding == "same"]
         widest = max((m.dilation * (m.kernel_size - 1) // 2 for m in convs), default=0)
@@ -133,7 +134,7 @@ class SpeechBrainExtractor(Extractor):
         padded = [m for m in convs if m.dilation * (m.kernel_size - 1) // 2 > 0]
         # Patches of SpeechBrain internals (speechdump.compat), verified on first use.
         self._padding = compat.patch_speechbrain_padding(padded if batchable else [],
-                                                         lambda: self._frames)
+                                                         lambda: self._batch.frames)
         if not batchable:
             # Unknown layers may mix time in ways the padding above does not cover.
             self.equal_lengths_only = True
@@ -157,11 +158,11 @@ class SpeechBrainExtractor(Extractor):
         with torch.inference_mode():
             x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
             # A lone item has no batch padding to keep out: SpeechBrain's own padding is exact.
-            self._frames = frames if len(batch) > 1 else None
+            self._batch.frames = frames if len(batch) > 1 else None
             try:
                 embeddings = self.model.mods.embedding_model(x, _relative_lengths(frames))
             finally:
-                self._frames = None
+                self._batch.frames = None
         if len(batch) > 1:
             self._padding.verify()
         self._noise.verify()

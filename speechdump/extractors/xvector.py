@@ -40,7 +40,7 @@ from speechdump import compat, hf_models
 from speechdump.batching import pad
 from speechdump.errors import ModelError
 from speechdump.extractors import register
-from speechdump.extractors.base import VECTOR, Extractor, Stream
+from speechdump.extractors.base import VECTOR, BatchState, Extractor, Stream
 
 MODEL_TYPES = ("wavlm", "unispeech-sat", "wav2vec2")
 ARCHITECTURES = ("WavLMForXVector", "UniSpeechSatForXVector", "Wav2Vec2ForXVector")
@@ -48,6 +48,7 @@ ARCHITECTURES = ("WavLMForXVector", "UniSpeechSatForXVector", "Wav2Vec2ForXVecto
 
 @register("xvector")
 class XVectorExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers x-vector model (WavLMForXVector, "
@@ -86,8 +87,9 @@ class XVectorExtractor(Extractor):
         frames = 2 + sum((k - 1) * d for k, d in zip(config.tdnn_kernel, config.tdnn_dilation))
         self.min_seconds = (receptive + (frames - 1) * math.prod(strides)) / self.sample_rate
         self.streams = (Stream(shape=VECTOR, dim=int(config.xvector_output_dim)),)
-        self._lengths: Optional[torch.Tensor] = None  # samples per item of a padded batch
-        self._probes = [compat.patch_group_norm(self.model.base_model, lambda: self._lengths),
+        self._batch = BatchState()  # samples per item of a padded batch
+        self._probes = [compat.patch_group_norm(self.model.base_model,
+                                                lambda: self._batch.lengths),
                         compat.patch_tdnn_lengths(self.model)]
         if config.model_type == "wavlm":
             # WavLM hands torch a boolean key-padding mask with its float position bias.
@@ -111,12 +113,12 @@ class XVectorExtractor(Extractor):
         if padded:
             steps = torch.arange(inputs.shape[1], device=self.device)
             kwargs["attention_mask"] = (steps[None, :] < lengths.to(self.device)[:, None]).long()
-            self._lengths = lengths
+            self._batch.lengths = lengths
         try:
             with torch.inference_mode():
                 embeddings = self.model(inputs, **kwargs).embeddings
         finally:
-            self._lengths = None
+            self._batch.lengths = None
         if padded:
             for probe in self._probes:
                 probe.verify()
