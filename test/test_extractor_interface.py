@@ -43,6 +43,31 @@ def test_every_toolkit_declares_options_its_constructor_takes():
         assert all(o.help and isinstance(o.type, type) for o in declared_options(toolkit))
 
 
+def test_the_table_of_built_in_toolkits_names_each_module_that_registers_one():
+    from speechdump import extractors
+
+    extractors.import_all()
+    registered = {name: cls.__module__.rsplit(".", 1)[1]
+                  for name, cls in extractors._REGISTRY.items()
+                  if cls.__module__.startswith("speechdump.extractors.")}
+    assert registered == extractors.BUILTIN
+
+
+def test_the_pre_flight_of_kaldi_features_imports_no_torch(tmp_path):
+    """The stage's start: the pre-flight imports the module of its toolkit only, and fbank's and
+    MFCC's import no torch until they compute (torch alone takes about a second to import)."""
+    for toolkit in ("fbank", "mfcc"):
+        argv = [str(REPO / "pyscripts" / "check_extraction.py"), "--stage", "features",
+                "--toolkit", toolkit, "--fingerprint_to", str(tmp_path / "fp.json")]
+        code = (f"import runpy, sys\nsys.argv = {argv!r}\n"
+                "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+                "print('torch' in sys.modules)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == "False", f"{toolkit} imported torch"
+
+
 def test_a_declaration_that_disagrees_with_the_constructor_is_refused():
     class Mismatched(Extractor):
         options = (Option("levels", int, 8, "levels"),)

@@ -1,10 +1,12 @@
 """Extractor registry: ``--toolkit`` names map to classes registered with ``@register``.
 
-Every module of this package registers its extractor when imported; heavy toolkit imports
-(transformers, SpeechBrain, ESPnet) happen inside the classes, so finding the toolkits is cheap.
-Modules outside the package register the same way and are found through the environment
-variable ``SPEECHDUMP_PLUGINS`` (comma-separated module names, importable on the jobs' Python
-path): a new toolkit without a change to speechdump.
+Every module of this package registers its extractor when imported. ``BUILTIN`` names the
+module of each toolkit, so a process imports only the one it runs, and a module imports its
+heavy packages (torch, transformers, SpeechBrain, ESPnet) only where it uses them: the stage's
+pre-flight reads a toolkit's declaration and its model's config without importing torch (about
+a second of every stage's start). Modules outside the package register the same way and are
+found through the environment variable ``SPEECHDUMP_PLUGINS`` (comma-separated module names,
+importable on the jobs' Python path): a new toolkit without a change to speechdump.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from speechdump.errors import OptionError
 from speechdump.extractors.base import INPUT_OPTIONS, Extractor, Option
 
 PLUGINS_ENV = "SPEECHDUMP_PLUGINS"
+# toolkit -> its module in this package (test_extractor_interface checks it against them all)
+BUILTIN = {"codec": "codec", "espnet": "espnet", "fbank": "kaldi_feats", "mfcc": "kaldi_feats",
+           "rawnet": "espnet", "resemblyzer": "resemblyzer", "speechbrain": "speechbrain",
+           "ssl": "ssl", "w2v_bert": "w2v_bert", "whisper": "whisper", "xvector": "xvector"}
 _REGISTRY: Dict[str, type] = {}
-_discovered = False
+_plugins_imported = False
 
 
 def register(name: str):
@@ -62,14 +68,11 @@ def _check_declaration(name: str, cls: type) -> None:
                             f"{option.default!r}, {cls.__name__}.__init__ to {default!r}")
 
 
-def _discover() -> None:
-    global _discovered
-    if _discovered:
+def _import_plugins() -> None:
+    global _plugins_imported
+    if _plugins_imported:
         return
-    _discovered = True
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
+    _plugins_imported = True
     for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
         try:
             importlib.import_module(name)
@@ -77,13 +80,24 @@ def _discover() -> None:
             raise OptionError(f"{PLUGINS_ENV}: cannot import '{name}': {exc}") from exc
 
 
+def import_all() -> None:
+    """Imports every module of the package and the plugins (what a test of the table needs)."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+    _import_plugins()
+
+
 def available() -> List[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    _import_plugins()
+    return sorted(set(BUILTIN) | set(_REGISTRY))
 
 
 def get_class(toolkit: str) -> type:
-    _discover()
+    if toolkit in BUILTIN:
+        importlib.import_module(f"{__name__}.{BUILTIN[toolkit]}")
+    else:
+        _import_plugins()
     if toolkit not in _REGISTRY:
         raise OptionError(f"unknown toolkit '{toolkit}'; choose from {', '.join(available())}")
     return _REGISTRY[toolkit]

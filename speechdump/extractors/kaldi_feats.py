@@ -43,7 +43,6 @@ import threading
 from typing import List, Optional
 
 import numpy as np
-import torch
 
 from speechdump.errors import OptionError
 from speechdump.extractors import register
@@ -105,6 +104,8 @@ class _KaldiFeatsExtractor(Extractor):
                               f"{self.sample_rate} Hz")
         # At least one whole frame (snip_edges).
         self.min_seconds = self.window_size / self.sample_rate
+        import torch  # here, not at the top: the pre-flight reads the declaration only
+
         # Let torchaudio check the remaining options once, on one silent frame.
         try:
             dim = self._features(torch.zeros(1, self.window_size)).shape[1]
@@ -127,6 +128,8 @@ class _KaldiFeatsExtractor(Extractor):
         if len(wave) < self.window_size:
             raise ValueError(f"too short: {len(wave)} samples, one frame needs "
                              f"{self.window_size}")
+        import torch
+
         samples = torch.from_numpy(np.asarray(wave, dtype=np.float32)).unsqueeze(0)
         with torch.inference_mode():
             feats = self._features(samples * INT16_SCALE)
@@ -136,6 +139,8 @@ class _KaldiFeatsExtractor(Extractor):
         """``_compute``, with any dither drawn from a generator seeded by ``wave`` itself."""
         if not self.dither:
             return self._compute(wave)
+        import torch
+
         seed = hashlib.blake2b(wave.numpy().tobytes(), digest_size=8).digest()
         with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(int.from_bytes(seed, "little") >> 1)
