@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Pre-flight of an extraction stage, run before any job is split or launched: the toolkit's
 options against its declarations, the model path against the toolkit's layout (no weights are
-loaded), --dtype/--compress against its streams, and that the stage can take those streams.
+loaded), --dtype/--compress against its streams, --precision against the device and the
+streams, and that the stage can take those streams.
 Prints the streams the jobs will write; on a problem, one ERROR line and exit 1. With
 --fingerprint_to, also writes the model's fingerprint (each file's size and SHA-256) there: the
 jobs take it instead of hashing the model each."""
@@ -39,11 +40,13 @@ def main(argv=None) -> int:
     from speechdump.errors import OptionError
     from speechdump.extractors import check, get_class
     from speechdump.extractors.base import check_storage
+    from speechdump.precision import check as check_precision
     from speechdump.provenance import model_fingerprint, write_fingerprint
 
     args, given = cli.parse_extraction_args(get_parser(), argv)
     _, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
+    check_precision(args.precision, args.device, streams, args.toolkit)
     accepts, needs = STAGES[args.stage]
     if not accepts(streams):
         raise OptionError(f"the {args.stage} stage needs {needs}; --toolkit {args.toolkit} with "

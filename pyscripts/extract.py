@@ -14,7 +14,7 @@ import sys
 import torch
 from threadpoolctl import threadpool_limits
 
-from speechdump import cli, engine
+from speechdump import cli, engine, precision
 from speechdump.data import read_utterances, write_table
 from speechdump.device import describe_device, job_cpus
 from speechdump.errors import WriteError
@@ -77,12 +77,13 @@ def main(argv=None) -> int:
 
     values, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
+    precision.check(args.precision, args.device, streams, args.toolkit)
     utterances = read_utterances(args.wav_scp, args.segments)
     fingerprint = model_fingerprint(cls.model_files(args.model),
                                     read_fingerprint(args.model_fingerprint))
     # What determines the output: a rerun with anything else here redoes the job.
     config = {"toolkit": args.toolkit, "model_path": args.model, "tag": args.tag,
-              "dtype": args.dtype, "compress": args.compress,
+              "dtype": args.dtype, "compress": args.compress, "precision": args.precision,
               "options": values, "model": model_identity(fingerprint),
               "versions": versions(cls.packages)}
     lines = input_lines(utterances)
@@ -100,9 +101,10 @@ def main(argv=None) -> int:
     write_table(sources_path(args.split_dir, args.job), lines)
     device = describe_device(args.device)
     extractor = load_extractor(args.toolkit, args.model, args.device, **values)
-    logging.info("%s on %s, %d core(s): %d forward pass(es) at once, %d torch thread(s) each; "
-                 "%d loader thread(s)", args.toolkit, device, args.num_threads, workers,
-                 torch_threads, args.num_workers)
+    precision.configure(args.precision, args.device)  # after the load: SpeechBrain sets TF32
+    logging.info("%s on %s at --precision %s, %d core(s): %d forward pass(es) at once, %d "
+                 "torch thread(s) each; %d loader thread(s)", args.toolkit, device,
+                 args.precision, args.num_threads, workers, torch_threads, args.num_workers)
     if workers == 1 and torch_threads > 1 and args.device == "cpu":
         logging.warning("%s runs one forward pass on %d torch threads: its float outputs may "
                         "differ, at the rounding level, from a run with another thread count "
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
                                    sort_window=args.sort_window,
                                    sort_window_seconds=args.sort_window_seconds,
                                    skip_bad=args.skip_bad, channel=values["channel"],
-                                   max_overshoot=values["max_overshoot"])
+                                   max_overshoot=values["max_overshoot"],
+                                   precision=args.precision, device=args.device)
     try:
         stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,
                         dtype=args.dtype, compress=args.compress, config=config, input=inputs,

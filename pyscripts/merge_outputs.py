@@ -8,8 +8,9 @@ utt2dur where the jobs read audio, bad_utts, and dropped_utts with --source_ids;
 token stream also gets its Kaldi text form <out_dir>/<stream> (``<utt> <t1> <t2> ...``; codebook
 matrices frame-major: ``t0c0 t0c1 ... t1c0 ...``); with
 --spk_means, spk_<tag>.{ark,scp} from utt2spk; with --kmeans, the token usage of that model.
-Refuses jobs that ran with different configs or streams. Writes, last, <out_dir>/meta.json:
-the stage's config and streams. Prints the stage summary.
+Refuses jobs that ran with different configs or streams (at different --precision, naming
+each precision's jobs). Writes, last, <out_dir>/meta.json: the stage's config and streams.
+Prints the stage summary.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from speechdump.errors import TokenError
 from speechdump.extractors.base import INT, TOKENS, Stream
 from speechdump.job import MERGED_RECORD, read_done, write_merged_record
 from speechdump.kaldi_io import read_scp_arrays, write_ark_scp
+from speechdump.precision import FP32
 from speechdump.provenance import config_changes
 from speechdump.speaker import SpeakerMeans
 
@@ -71,6 +73,16 @@ def job_records(split_dir: str, nj: int) -> list:
     records = [read_done(split_dir, job) for job in range(1, nj + 1)]
     if any(r.get("streams") != records[0].get("streams") for r in records):
         raise AlignmentError(f"the jobs in {split_dir} wrote different streams")
+    precisions = {}  # precision -> its jobs; a record without one (tokens) is fp32's
+    for job, record in enumerate(records, 1):
+        precisions.setdefault(record.get("config", {}).get("precision", FP32), []).append(job)
+    if len(precisions) > 1:
+        raise AlignmentError(
+            f"the jobs in {split_dir} ran at different --precision ("
+            + "; ".join(f"job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))}: "
+                        f"{precision}" for precision, jobs in precisions.items())
+            + "): outputs of one precision never mix with another's; rerun the stage with "
+              "one --precision")
     first = records[0].get("config", {})
     for job, record in enumerate(records[1:], 2):
         config = record.get("config", {})

@@ -12,6 +12,7 @@ model=               # local model path in the toolkit's layout; empty: the tool
 extractor_opts=      # the toolkit's own options, e.g. "--num_crops 5" (rawnet)
 device=cpu           # cpu; cuda: each job gets its own GPU through the launcher's --gpu 1;
                      # cuda:N: every job uses GPU N as the machine numbers it (no --gpu)
+precision=fp32       # forward passes in fp32 (exact), tf32 (GPU), bf16, fp16 (GPU): README.md
 batch_seconds=60     # upper bound on padded audio seconds in one forward pass
 batch_size=64        # upper bound on utterances in one forward pass
 num_workers=2        # loader threads per job (decode, resample, features)
@@ -33,6 +34,7 @@ Writes <out_dir>/<tag>.scp (one vector per utterance of <data_dir>/text, or of w
 there is no text, in that order) and <out_dir>/spk_<tag>.scp (one mean vector per speaker).
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <path> --device <$device>
+  --precision <$precision: fp32|tf32|bf16|fp16; tf32 and fp16 need --device cuda>
   --extractor_opts <\"--name value ...\": the toolkit's own options>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
   --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>

@@ -14,6 +14,7 @@ model=               # ssl: a local directory saved with save_pretrained (or a h
 extractor_opts=      # the toolkit's own options, e.g. "--layers 6 --pool mean" (ssl) or
                      # "--num_mel_bins 40 --sample_rate 8000" (fbank); --help lists them
 device=cpu           # cpu; cuda: one GPU per job through the launcher's --gpu 1; cuda:N
+precision=fp32       # forward passes in fp32 (exact), tf32 (GPU), bf16, fp16 (GPU): README.md
 dtype=float32        # storage of float streams: float32 or float16
 compress=false       # true: Kaldi-compress the matrices (lossy, as copy-feats --compress)
 batch_seconds=60     # upper bound on padded audio seconds in one forward pass
@@ -36,6 +37,7 @@ single stream (fbank, mfcc), with utt2num_frames for frame-level streams, one en
 utterance of <data_dir>/text (or wav.scp), in that order.
 Options:
   --nj <$nj> --cmd <$cmd> --toolkit <$toolkit> --model <dir> --device <$device>
+  --precision <$precision: fp32|tf32|bf16|fp16; tf32 and fp16 need --device cuda>
   --extractor_opts <\"--name value ...\": the toolkit's own options>
   --dtype <$dtype> --compress <$compress>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>

@@ -10,6 +10,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from speechdump.errors import OptionError, SpeechdumpError
 from speechdump.extractors import available, declared_options, get_class
 from speechdump.extractors.base import parse_bool
+from speechdump.precision import DEFAULT as DEFAULT_PRECISION
+from speechdump.precision import PRECISIONS
 
 DEFAULT_TOOLKIT = "resemblyzer"
 
@@ -30,6 +32,10 @@ def add_general_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="storage type of the float streams (int streams stay int32)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="arithmetic of the forward passes: fp32 (exact float32, TF32 off), "
+                        "tf32 (GPU only), bf16 or fp16 (torch.autocast; fp16 GPU only); "
+                        "outputs are stored as --dtype says (speechdump/precision.py)")
     p.add_argument("--compress", type=str2bool, default=False,
                    help="Kaldi-compress float32 matrices (lossy, as copy-feats --compress)")
 

@@ -5,8 +5,9 @@ the extractor's per-utterance ``prepare`` ahead of the model. Utterances are tak
 at most ``sort_window`` utterances and ``sort_window_seconds`` of audio; each window is sorted
 by length and cut into batches bounded by padded audio seconds and by count, so padding stays
 small, while the next utterances load. The batches of a window run on ``compute_workers``
-threads at once where the extractor allows it (``concurrent_forward``). Results are written in the job's input order, so output
-never depends on batch composition or thread timing.
+threads at once where the extractor allows it (``concurrent_forward``), each forward pass at the
+job's ``--precision`` (``speechdump.precision``). Results are written in the job's input order,
+so output never depends on batch composition or thread timing.
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
 frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the
@@ -31,6 +32,8 @@ from speechdump.audio import MAX_OVERSHOOT, ResamplerCache, UtteranceError, load
 from speechdump.batching import plan_batches
 from speechdump.data import Utterance
 from speechdump.extractors.base import Extractor
+from speechdump.precision import DEFAULT as DEFAULT_PRECISION
+from speechdump.precision import check_finite, forward_context
 
 
 @dataclass
@@ -47,6 +50,9 @@ class EngineOptions:
     progress: bool = True
     channel: str = "mean"  # of multi-channel audio: "mean" or a channel number (0: the first)
     max_overshoot: float = MAX_OVERSHOOT  # seconds a segment may end past its recording
+    # --precision of the forward passes, on the device the model runs on (speechdump.precision)
+    precision: str = DEFAULT_PRECISION
+    device: str = "cpu"
 
 
 @dataclass
@@ -239,7 +245,10 @@ def _forward_window(extractor: Extractor, items: list, options: EngineOptions, b
                            extractor.equal_lengths_only)
 
     def run_batch(indices: List[int]) -> None:
-        for i, array in zip(indices, extractor.forward([items[i] for i in indices])):
+        with forward_context(options.precision, options.device):
+            results = extractor.forward([items[i] for i in indices])
+        check_finite(options.precision, results)
+        for i, array in zip(indices, results):
             outputs[i] = array
 
     if forward is None:

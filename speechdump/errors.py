@@ -67,6 +67,10 @@ class DeviceError(SpeechdumpError, ValueError):
     """The job sees no device of the kind ``--device`` names."""
 
 
+class PrecisionError(SpeechdumpError, FloatingPointError):
+    """A forward pass at reduced ``--precision`` gave NaN or inf (float16 overflow)."""
+
+
 class CompatError(SpeechdumpError):
     """A patched internal of a third-party package is missing or did not take effect; the
     message names the package, its version and the patch."""

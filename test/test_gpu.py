@@ -99,3 +99,69 @@ def test_stages_on_cuda_match_the_cpu(tmp_path, stage_env):
         print(f"\n{toolkit} stage, cuda --nj 2 against cpu --nj 1: max abs difference / "
               f"max |v| {worst:.1e}")
         assert worst <= 1e-4
+
+
+# --precision on the GPU (speechdump/precision.py): each reduced precision against fp32 on the
+# same GPU, through the engine as a job runs it. Asserted: every embedding's cosine to fp32's
+# >= 0.999 (Resemblyzer's real encoder, a random-init ECAPA); bf16 and fp16 must also differ
+# from fp32 (autocast took effect). Not yet measured on a GPU: print what is seen.
+PRECISION_COSINE = 0.999
+
+
+def worst_cosine(got: dict, expected: dict) -> float:
+    assert got.keys() == expected.keys()
+    return min(float(v @ got[k] / np.linalg.norm(v) / np.linalg.norm(got[k]))
+               for k, v in expected.items())
+
+
+def precision_outputs(extractor, utterances, value: str) -> dict:
+    """The engine's outputs at --precision ``value`` on cuda, set up as pyscripts/extract.py
+    sets up a job; the TF32 switches are put back to fp32's afterwards."""
+    from speechdump import engine, precision
+
+    out = {}
+    precision.configure(value, "cuda")
+    try:
+        if value == "tf32":
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        else:
+            assert not torch.backends.cuda.matmul.allow_tf32
+        engine.run(utterances, extractor, out.__setitem__,
+                   engine.EngineOptions(batch_seconds=300, num_workers=2, progress=False,
+                                        precision=value, device="cuda"))
+    finally:
+        precision.configure("fp32", "cuda")
+    return out
+
+
+@pytest.mark.parametrize("toolkit", ["resemblyzer", "speechbrain"])
+def test_reduced_precisions_on_the_gpu_agree_with_fp32(tmp_path, utterances, toolkit):
+    model = (str(build_speechbrain_model.build(tmp_path / "ecapa", "ecapa"))
+             if toolkit == "speechbrain" else None)
+    extractor = load_extractor(toolkit, model, device="cuda")
+    fp32 = precision_outputs(extractor, utterances, "fp32")
+    for value in ("tf32", "bf16", "fp16"):
+        got = precision_outputs(extractor, utterances, value)
+        assert all(v.dtype == np.float32 for v in got.values())
+        cosine = worst_cosine(got, fp32)
+        worst = max(float(np.abs(got[k] - fp32[k]).max()) for k in fp32)
+        print(f"\n{toolkit} --precision {value} on {torch.cuda.get_device_name()}: worst "
+              f"cosine to fp32 {cosine:.7f}, max abs difference {worst:.1e}")
+        assert cosine >= PRECISION_COSINE
+        if value != "tf32":
+            assert worst > 0  # autocast took effect
+
+
+def test_a_bf16_stage_on_cuda_records_it_and_agrees_with_fp32(tmp_path, stage_env):
+    """The stage's plumbing on a GPU: --precision reaches the jobs, their log and meta.json."""
+    data = make_data_dir(tmp_path / "data", keep=SUBSET)
+    outputs = {}
+    for value in ("fp32", "bf16"):
+        out = tmp_path / value
+        run_stage(["--nj", 2, "--device", "cuda", "--precision", value, data, out], stage_env)
+        outputs[value] = dict(kaldiio.load_scp_sequential(str(out / "resemblyzer.scp")))
+        assert f"at --precision {value}" in (out / "log" / "extract.1.log").read_text()
+        assert f'"precision": "{value}"' in (out / "meta.json").read_text()
+    cosine = worst_cosine(outputs["bf16"], outputs["fp32"])
+    print(f"\nresemblyzer stage --precision bf16 on cuda: worst cosine to fp32 {cosine:.7f}")
+    assert cosine >= PRECISION_COSINE

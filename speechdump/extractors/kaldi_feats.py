@@ -40,13 +40,16 @@ from __future__ import annotations
 import abc
 import hashlib
 import threading
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
 from speechdump.errors import OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, Extractor, Option, Stream, non_negative, positive
+
+if TYPE_CHECKING:  # imported where it computes: the pre-flight reads the declaration only
+    import torch
 
 # Kaldi reads 16-bit PCM as integer sample values; soundfile gives them divided by 2 ** 15.
 INT16_SCALE = 32768.0
@@ -104,7 +107,7 @@ class _KaldiFeatsExtractor(Extractor):
                               f"{self.sample_rate} Hz")
         # At least one whole frame (snip_edges).
         self.min_seconds = self.window_size / self.sample_rate
-        import torch  # here, not at the top: the pre-flight reads the declaration only
+        import torch
 
         # Let torchaudio check the remaining options once, on one silent frame.
         try:

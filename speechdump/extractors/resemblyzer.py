@@ -101,7 +101,7 @@ class ResemblyzerExtractor(Extractor):
     def forward(self, batch: List[np.ndarray]) -> List[np.ndarray]:
         mels = torch.from_numpy(np.concatenate(batch)).to(self.device)
         with torch.inference_mode():
-            partial_embeds = self.encoder(mels).cpu().numpy()
+            partial_embeds = self.encoder(mels).float().cpu().numpy()
         bounds = np.cumsum([len(p) for p in batch])[:-1]
         embeds = []
         for partials in np.split(partial_embeds, bounds):

@@ -1,0 +1,138 @@
+"""``--precision`` on the CPU: bf16 through a stage, fp32 unchanged, refusals, redo and merge.
+
+bf16 runs the real Resemblyzer encoder (shipped in its wheel) under CPU autocast: its outputs
+must differ from fp32's (autocast took effect) yet agree closely, and be stored as float32.
+Measured: cosine to fp32 at least 0.99935 over the 26 samples (0.99964 on the four used here),
+max abs difference 8.8e-3 on unit vectors; asserted: >= 0.998. The GPU precisions are tested
+in test/test_gpu.py.
+"""
+
+import json
+import subprocess
+import sys
+
+import kaldiio
+import numpy as np
+import pytest
+
+from conftest import REPO, engine_outputs, make_data_dir, run_stage
+from speechdump import precision
+from speechdump.errors import OptionError, PrecisionError
+from speechdump.extractors.base import INT, TOKENS, Stream
+
+UTTS = {"arctic-aew-a0001", "arctic-aew-a0002", "ljspeech-lj-002-0020", "vctk-p225-003"}
+BF16_COSINE = 0.998
+
+
+def load(scp):
+    return dict(kaldiio.load_scp_sequential(str(scp)))
+
+
+def cosine(a, b) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, stage_env):
+    """The speaker stage at --nj 2 in one out dir: --precision fp32, then bf16 (console of the
+    bf16 run kept); the outputs of each."""
+    tmp = tmp_path_factory.mktemp("precision")
+    data = make_data_dir(tmp / "data", keep=UTTS)
+    out = tmp / "out"
+    run_stage(["--nj", 2, "--precision", "fp32", data, out], stage_env)
+    fp32 = load(out / "resemblyzer.scp")
+    bf16 = run_stage(["--nj", 2, "--precision", "bf16", data, out], stage_env)
+    return {"data": data, "out": out, "fp32": fp32, "bf16": load(out / "resemblyzer.scp"),
+            "console": bf16.stdout + bf16.stderr}
+
+
+def test_fp32_equals_a_run_without_the_option_bit_for_bit(runs, utterances):
+    from speechdump.extractors import load_extractor
+
+    alone = engine_outputs(load_extractor("resemblyzer"),
+                           [u for u in utterances if u.utt_id in UTTS])
+    assert sorted(runs["fp32"]) == sorted(alone)
+    assert all(np.array_equal(runs["fp32"][k], alone[k]) for k in alone)
+
+
+def test_bf16_on_the_cpu_differs_from_fp32_but_agrees_and_is_stored_as_float32(runs):
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert list(bf16) == list(fp32)
+    assert all(v.dtype == np.float32 for v in bf16.values())
+    worst_difference = max(float(np.abs(bf16[k] - fp32[k]).max()) for k in fp32)
+    worst_cosine = min(cosine(bf16[k], fp32[k]) for k in fp32)
+    print(f"\nbf16 vs fp32: max abs difference {worst_difference:.1e}, worst cosine "
+          f"{worst_cosine:.6f}")
+    assert worst_difference > 1e-4  # autocast took effect
+    assert worst_cosine >= BF16_COSINE
+    meta = json.loads((runs["out"] / "meta.json").read_text())
+    assert meta["config"]["precision"] == "bf16" and meta["config"]["dtype"] == "float32"
+
+
+def test_a_changed_precision_redoes_every_job(runs):
+    for job in (1, 2):
+        assert f"job {job} ran: --precision fp32 -> bf16" in runs["console"]
+
+
+def test_the_merge_refuses_jobs_of_two_precisions(runs, tmp_path, stage_env):
+    split = runs["out"] / "split2"
+    done = split / "done.2"
+    saved = done.read_text()
+    record = json.loads(saved)
+    record["config"]["precision"] = "fp32"  # as if job 2 had run before the change
+    done.write_text(json.dumps(record))
+    try:
+        merge = subprocess.run(
+            [sys.executable, str(REPO / "pyscripts" / "merge_outputs.py"), "--tag",
+             "resemblyzer", "--nj", "2", "--source_ids", str(runs["data"] / "wav.scp"),
+             str(split), str(tmp_path / "merged")],
+            capture_output=True, text=True, env=stage_env)
+    finally:
+        done.write_text(saved)
+    assert merge.returncode == 1
+    assert (f"ERROR: the jobs in {split} ran at different --precision (job 1: bf16; job 2: "
+            "fp32): outputs of one precision never mix with another's") in merge.stderr
+
+
+@pytest.mark.parametrize("value", ["tf32", "fp16"])
+def test_gpu_precisions_on_the_cpu_are_refused_before_anything_is_written(tmp_path, stage_env,
+                                                                          value):
+    data = make_data_dir(tmp_path / "data", keep=UTTS)
+    out = tmp_path / "out"
+    proc = run_stage(["--precision", value, data, out], stage_env, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: --precision {value} needs --device cuda (this stage has --device "
+                      f"cpu): {precision._GPU_ONLY[value]}"]
+    assert "refused before any job: nothing was written" in proc.stderr
+    assert not out.exists()
+
+
+def test_integer_streams_run_in_fp32_only():
+    codes = [Stream(kind=INT, shape=TOKENS), Stream("durations", kind=INT, shape=TOKENS)]
+    precision.check("fp32", "cuda", codes, "codec")
+    for value in ("tf32", "bf16", "fp16"):
+        with pytest.raises(OptionError, match=f"--precision {value}: --toolkit codec writes "
+                                              r"integer streams \(\(one stream\), durations\), "
+                                              "which run in fp32 only"):
+            precision.check(value, "cuda", codes, "codec")
+
+
+def test_forward_context_is_autocast_for_bf16_and_fp16_only():
+    import torch
+
+    for value in ("fp32", "tf32"):
+        with precision.forward_context(value, "cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+    with precision.forward_context("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_non_finite_outputs_at_reduced_precision_stop_the_job():
+    overflowed = [{"layer1": np.array([1.0, np.inf], dtype=np.float32)}]
+    precision.check_finite("fp32", overflowed)  # fp32 outputs are not inspected
+    precision.check_finite("bf16", [np.ones(3, dtype=np.float32), np.arange(3)])
+    with pytest.raises(PrecisionError, match="--precision fp16: a forward pass of 1 utterance"):
+        precision.check_finite("fp16", overflowed)
