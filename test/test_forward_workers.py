@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from build_hf_models import build_xvector
+from build_hf_models import build_w2v_bert, build_whisper, build_xvector
 from build_speechbrain_model import build as build_speechbrain
+from build_ssl_model import build as build_ssl
 from speechdump import engine
 from speechdump.extractors import load_extractor
 from speechdump.extractors.base import Extractor
@@ -58,15 +59,20 @@ def outputs(extractor, utterances, workers, batch_size):
     return out
 
 
-@pytest.mark.parametrize("toolkit", ["xvector", "speechbrain"])
+BUILDERS = {
+    # padded batches: the group norm's lengths are kept per thread
+    "xvector": lambda dest: build_xvector(dest, "wavlm", "group"),
+    "speechbrain": lambda dest: build_speechbrain(dest, channels=[64, 64, 64, 64, 192]),
+    "ssl": lambda dest: build_ssl(dest, "hubert", "group"),
+    "whisper": build_whisper,
+    "w2v_bert": build_w2v_bert,
+}
+
+
+@pytest.mark.parametrize("toolkit", sorted(BUILDERS))
 def test_forward_workers_give_what_one_thread_gives_bit_for_bit(
         toolkit, utterances, tmp_path, one_torch_thread):
-    model = None
-    if toolkit == "xvector":  # padded batches: group-norm lengths kept per thread
-        model = str(build_xvector(tmp_path / "xvector", "wavlm", "group"))
-    elif toolkit == "speechbrain":
-        model = str(build_speechbrain(tmp_path / "ecapa", channels=[64, 64, 64, 64, 192]))
-    extractor = load_extractor(toolkit, model, "cpu")
+    extractor = load_extractor(toolkit, str(BUILDERS[toolkit](tmp_path / toolkit)), "cpu")
     assert extractor.concurrent_forward
     # Small batches: a window holds several, so the workers run padded batches together.
     alone = outputs(extractor, utterances, 1, batch_size=3)
@@ -74,8 +80,12 @@ def test_forward_workers_give_what_one_thread_gives_bit_for_bit(
     together = outputs(extractor, utterances, 3, batch_size=3)
     assert record["most"] >= 2, "the forward passes never overlapped"
     assert together.keys() == alone.keys()
-    for utt_id, array in alone.items():
-        np.testing.assert_array_equal(together[utt_id], array, err_msg=utt_id)
+    for utt_id, output in alone.items():
+        streams = output if isinstance(output, dict) else {"": output}
+        got = together[utt_id] if isinstance(output, dict) else {"": together[utt_id]}
+        assert got.keys() == streams.keys()
+        for name, array in streams.items():
+            np.testing.assert_array_equal(got[name], array, err_msg=f"{utt_id} {name}")
 
 
 class _Stateful(Extractor):

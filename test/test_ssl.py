@@ -197,8 +197,9 @@ def expected_windows(n):
 
 
 def test_windows_match_each_window_alone(model, hf, utterances, waves):
-    # Windows are mean-pooled (pool none or mean); last-frame pooling checked on two models.
-    pools = ["none", "last"] if model[0] in ("hubert-group", "wav2vec2-layer") else ["none"]
+    # Windows are mean-pooled; last-frame pooling checked on two models. (--pool none stitches
+    # the windows' frames instead: test/test_windows.py.)
+    pools = ["mean", "last"] if model[0] in ("hubert-group", "wav2vec2-layer") else ["mean"]
     for pool in pools:
         extractor = load_extractor("ssl", model[1], layers="1,4", pool=pool,
                                    window_seconds=WINDOW, hop_seconds=HOP)
@@ -232,7 +233,7 @@ def test_windows_match_each_window_alone(model, hf, utterances, waves):
 
 def test_window_streams_become_files_with_window_counts(tmp_path, utterances, waves):
     path = str(build(tmp_path / "model", "hubert", "group"))
-    extractor = load_extractor("ssl", path, layers="2", window_seconds=WINDOW,
+    extractor = load_extractor("ssl", path, layers="2", pool="mean", window_seconds=WINDOW,
                                hop_seconds=HOP)
     some = utterances[:4]
     run_job(some, extractor, "hub", str(tmp_path / "split"), 1,

@@ -19,15 +19,54 @@ Options:
 * ``--pool none|mean|last``: ``none`` writes frames ([frames, dim] per utterance, trimmed to the
   utterance's true frame count, ``model._get_feat_extract_output_lengths(samples)``); ``mean``
   averages the true frames, ``last`` takes the last true frame: one vector per utterance.
-* ``--window_seconds W [--hop_seconds H]`` (long audio; H defaults to W): windows of W s start
-  every H s; when the last of them ends before the audio does, one more window, ending at the
-  audio's end (starting at ``end - W``), covers the rest, so every window has exactly W s and
-  all the audio is covered; audio no longer than W is one window (all of it). Each window is
-  preprocessed and run as if it were an utterance of its own, and pooled to one vector (``last``
-  takes its last frame; ``mean`` and ``none`` average its frames). Output per utterance:
-  [num_windows, dim] per layer, plus a stream ``times`` of [num_windows, 2] (start, end in
-  seconds); utt2num_frames holds the window counts. The windows of the utterances in a batch are
-  run in forward passes of at most ``WINDOW_BATCH_SECONDS`` of audio each.
+* ``--window_seconds W [--hop_seconds H]`` (long audio; H defaults to W; the arithmetic of all
+  three window kinds is ``speechdump.windows``). Each window is preprocessed and run as if it
+  were an utterance of its own; the windows of the utterances in a batch run in length-sorted
+  forward passes of at most ``WINDOW_BATCH_SECONDS`` of audio each (exact padded batches as
+  for utterances; equal lengths only for other architectures), so memory holds a pass, not all
+  windows.
+
+  - ``--pool mean|last``: sliding windows of W s every H s; when the last of them ends before
+    the audio does, one more window, ending at the audio's end (starting at ``end - W``),
+    covers the rest, so every window has exactly W s; audio no longer than W is one window.
+    Each window is pooled to one vector (mean of its frames, or its last frame). Output:
+    [num_windows, dim] per layer, plus a stream ``times`` of [num_windows, 2] (start, end in
+    seconds); utt2num_frames holds the window counts.
+  - ``--pool none``: frames of the whole utterance, stitched from windows. H is rounded to
+    whole 20 ms frames (the convolutions' total stride, 320 samples) and must not exceed a
+    window's frame count (windows overlap or touch; unset, it is that count: they touch); the
+    last window starts on the frame grid at the first frame from which it reaches the end.
+    Where consecutive windows overlap, the
+    overlap's first half (rounded down) comes from the earlier window, the rest from the later
+    one (each frame from the window in which it is farthest from an edge, as whisper does).
+    Output: [frames, dim] per layer with the whole utterance's frame count
+    (``_get_feat_extract_output_lengths``); no ``times`` stream; utt2num_frames holds the
+    stitched frame count. Audio no longer than W is one window: exactly the plain forward.
+    Measured: see "Stitched against whole" below.
+  - ``--causal true --pool last|mean``: one vector per time stamp t = H, 2H, ... up to the
+    audio's end, plus one stamp at the audio's end when it is not a multiple of H (the final
+    partial hop), from the audio in [max(0, t - W), t] only: never a later sample. The first
+    windows (t < W) are shorter than W; the ``times`` stream ([num_windows, 2], start and end
+    in seconds) shows it. The first window holds H s, so H must give the model one frame.
+    ``--pool none`` is refused with ``--causal true`` (pre-flight).
+
+Stitched against whole (bench/windows.py ``--part stitch``): 60 s of real speech (the sample
+recordings concatenated), the small random-init HuBERTs of test/build_ssl_model.py, every hidden
+state (mean abs value 0.7-2.2), W = 20 s, H = 15 s (4 windows), stitched frames against one
+whole-utterance forward:
+
+=========================  =========================  =========================
+HuBERT                     layer 0 max / mean abs     layers 1-4 max / mean abs
+=========================  =========================  =========================
+group norm (base layout)   2.3 / 0.14                 1.2 - 2.4 / 0.075 - 0.13
+layer norm (large layout)  0.55 / 0.0042              0.77 - 1.2 / 0.044 - 0.12
+=========================  =========================  =========================
+
+The difference is the windows' own context, not an error (a window equals the model on its
+samples alone, test/test_windows.py): each window is normalised alone (``do_normalize``), the
+base layout's GroupNorm normalises each channel over the window rather than over 60 s (so it
+shows from layer 0 on), attention sees 20 s instead of 60, and the positional convolution sees
+the window's edges. (Random-init weights with perturbed norms; trained models not measured.)
 
 Preprocessing follows the saved feature-extractor config: the sample rate (the engine resamples
 to it) and ``do_normalize`` (zero mean, unit variance), applied by the feature extractor itself
@@ -81,17 +120,16 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from speechdump import compat
-from speechdump.batching import pad, plan_batches
+from speechdump import compat, windows
+from speechdump.batching import pad
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
-from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
+from speechdump.extractors.base import FRAMES, VECTOR, BatchState, Extractor, Option, Stream
 from speechdump.hf_models import load_checked, read_config, resolve
 
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
@@ -104,6 +142,8 @@ POOL = Option("pool", str, "none", "none: frames; mean or last: one vector per u
               "per window)", choices=POOLS)
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
+
+
 def parse_layers(spec: str, num_layers: int) -> List[int]:
     """``all`` | ``6`` | ``3,6,9`` | ``3-6`` -> sorted distinct hidden-state numbers, checked."""
     text = str(spec).strip().lower()
@@ -130,17 +170,9 @@ def parse_layers(spec: str, num_layers: int) -> List[int]:
     return sorted(layers)
 
 
-@dataclass
-class _Windows:
-    """One utterance in window mode: its raw waveform and where its windows start."""
-
-    wave: np.ndarray
-    starts: np.ndarray  # samples
-    size: int  # samples per window (all equal)
-
-
 @register("ssl")
 class SSLExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers speech encoder and its feature "
@@ -149,17 +181,15 @@ class SSLExtractor(Extractor):
     options = (
         LAYERS,
         POOL,
-        Option("window_seconds", float, None, "sliding windows of this many seconds, each "
-               "pooled to one vector", check=positive),
-        Option("hop_seconds", float, None, "a window starts every this many seconds (default: "
-               "window_seconds)", check=positive),
+        windows.WINDOW_SECONDS,
+        windows.HOP_SECONDS,
+        windows.CAUSAL_OPTION,
     )
 
     @classmethod
     def check(cls, model, options):
         super().check(model, options)
-        if options["hop_seconds"] is not None and options["window_seconds"] is None:
-            raise OptionError("--hop_seconds needs --window_seconds")
+        mode = windows.window_mode(options)
         if not resolve(model, "ssl")[1]:
             return [Stream(shape=FRAMES)]  # a hub name: its layers are known once fetched
         config = read_config(model, "ssl")
@@ -167,19 +197,21 @@ class SSLExtractor(Extractor):
             raise ModelError(f"ssl model '{model}' ({config.get('model_type')}) is not a waveform "
                              f"encoder with a convolutional front end (its config.json)")
         layers = parse_layers(options["layers"], int(config["num_hidden_layers"]))
-        windows = options["window_seconds"] is not None
-        shape = FRAMES if options["pool"] == "none" or windows else VECTOR
+        shape = FRAMES if options["pool"] == "none" or mode is not None else VECTOR
         streams = [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size"))
                    for n in layers]
-        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if windows else [])
+        timed = mode in (windows.POOLED, windows.CAUSAL)
+        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if timed else [])
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
                  pool: str = "none", window_seconds: Optional[float] = None,
-                 hop_seconds: Optional[float] = None):
+                 hop_seconds: Optional[float] = None, causal: bool = False):
         if model is None:
             raise ModelError(f"ssl needs --model: {self.model_help}")
         if pool not in POOLS:
             raise OptionError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
+        self.mode = windows.window_mode({"window_seconds": window_seconds, "pool": pool,
+                                         "hop_seconds": hop_seconds, "causal": causal})
         from transformers import AutoFeatureExtractor
 
         source, local = resolve(model, "ssl")
@@ -219,27 +251,32 @@ class SSLExtractor(Extractor):
                                        for i, k in enumerate(kernels))
         self.min_seconds = self.receptive_field / self.sample_rate
 
+        self.unit = math.prod(strides)  # samples per output frame
         self.window = self.hop = None
-        if window_seconds is None and hop_seconds is not None:
-            raise OptionError("--hop_seconds needs --window_seconds")
         if window_seconds is not None:
-            hop_seconds = window_seconds if hop_seconds is None else hop_seconds
+            given_hop, hop_seconds = hop_seconds, window_seconds if hop_seconds is None \
+                else hop_seconds
             if not window_seconds > 0 or not hop_seconds > 0:
                 raise OptionError("--window_seconds and --hop_seconds must be positive")
-            self.window = int(round(window_seconds * self.sample_rate))
-            self.hop = int(round(hop_seconds * self.sample_rate))
+            self.window = windows.seconds_to_samples(window_seconds, self.sample_rate)
+            self.hop = windows.seconds_to_samples(hop_seconds, self.sample_rate)
             if self.window < self.receptive_field or self.hop < 1:
                 raise OptionError(f"--window_seconds {window_seconds}: the model needs at least "
                                   f"{self.min_seconds} s per window")
+            if self.mode == windows.STITCHED:
+                self.hop = windows.stitch_hop(given_hop, self.sample_rate, self.unit,
+                                              int(self.num_frames(self.window)))
+            elif self.mode == windows.CAUSAL:
+                windows.check_causal_hop(self.hop, self.receptive_field, self.sample_rate)
         frame_level = pool == "none" or self.window is not None
-        if self.window is not None:
+        if self.mode in (windows.POOLED, windows.CAUSAL):
             hop = self.hop / self.sample_rate
         elif frame_level:
-            hop = math.prod(strides) / self.sample_rate
+            hop = self.unit / self.sample_rate
         self.streams = tuple(Stream(f"layer{n}", shape=FRAMES if frame_level else VECTOR,
                                     frame_shift=hop, dim=int(config.hidden_size))
                              for n in self.layers)
-        if self.window is not None:
+        if self.mode in (windows.POOLED, windows.CAUSAL):
             # Seconds: float16 would round 2.8795 to 2.88.
             self.streams += (Stream("times", shape=FRAMES, frame_shift=hop, dim=2, exact=True),)
 
@@ -251,15 +288,14 @@ class SSLExtractor(Extractor):
                          and hasattr(self.model, "_get_feat_extract_output_lengths")
                          and hasattr(encoder, "layers"))
         self.equal_lengths_only = not self.maskable and self.window is None
-        self._lengths: Optional[torch.Tensor] = None  # samples per item of a padded batch
-        self._frames: Optional[torch.Tensor] = None  # frames per item of a padded batch
+        self._batch = BatchState()  # samples and frames per item of a padded batch
         self._patches: List[compat.Probe] = []  # verified on the first padded batch
         if self.maskable:
             # Patches of transformers internals (speechdump.compat; module docstring).
             self._patches = [
-                compat.patch_group_norm(self.model, lambda: self._lengths),
+                compat.patch_group_norm(self.model, lambda: self._batch.lengths),
                 compat.hook_positional_convolutions(
-                    self.model, lambda: self._frames,
+                    self.model, lambda: self._batch.frames,
                     required=config.model_type == "data2vec-audio")]
             # Layers after the highest requested one are not needed; one more is kept, so the
             # highest requested hidden state is never the last one (which transformers may
@@ -285,24 +321,22 @@ class SSLExtractor(Extractor):
 
     def prepare(self, wave: np.ndarray):
         wave = np.ascontiguousarray(wave, dtype=np.float32)
-        if self.window is None:
+        if self.mode is None:
             return self._normalise([wave])[0]
-        n = len(wave)
-        if n <= self.window:
-            return _Windows(wave, np.zeros(1, dtype=np.int64), n)
-        starts = list(range(0, n - self.window + 1, self.hop))
-        if starts[-1] + self.window < n:
-            starts.append(n - self.window)  # the last window ends where the audio ends
-        return _Windows(wave, np.asarray(starts, dtype=np.int64), self.window)
+        if self.mode == windows.CAUSAL:
+            return windows.causal(wave, self.window, self.hop)
+        # Stitched windows start on the frame grid; pooled ones end exactly at the audio's end.
+        unit = self.unit if self.mode == windows.STITCHED else 1
+        return windows.sliding(wave, self.window, self.hop, unit)
 
     def cost(self, prepared) -> float:
-        if isinstance(prepared, _Windows):
-            return len(prepared.starts) * prepared.size / self.sample_rate
+        if isinstance(prepared, windows.Windows):
+            return float(prepared.sizes().sum()) / self.sample_rate
         return len(prepared) / self.sample_rate
 
     def batch_cost(self, costs: Sequence[float]) -> float:
         if self.window is not None:
-            return float(sum(costs))  # windows are grouped by length: nothing is padded
+            return float(sum(costs))  # each window runs as its own item (speechdump.windows)
         return max(costs) * len(costs)
 
     def num_frames(self, num_samples) -> torch.Tensor:
@@ -321,12 +355,12 @@ class SSLExtractor(Extractor):
         if padded:
             steps = torch.arange(batch.shape[1], device=self.device)
             kwargs["attention_mask"] = (steps[None, :] < lengths.to(self.device)[:, None]).long()
-            self._lengths = lengths
-            self._frames = self.num_frames(lengths).to(self.device)
+            self._batch.lengths = lengths
+            self._batch.frames = self.num_frames(lengths).to(self.device)
         try:
             hidden = self.model(batch, output_hidden_states=True, **kwargs).hidden_states
         finally:
-            self._lengths = self._frames = None
+            self._batch.lengths = self._batch.frames = None
         if padded:
             for probe in self._patches:
                 probe.verify()
@@ -345,32 +379,31 @@ class SSLExtractor(Extractor):
 
     def forward(self, batch: List) -> List[Dict[str, np.ndarray]]:
         with torch.inference_mode():
-            if self.window is not None:
-                return self._forward_windows(batch)
+            if self.mode is not None:
+                return forward_windows(self, batch, lambda waves: self._encode(
+                    self._normalise(waves)), equal_only=not self.maskable)
             return _to_numpy([{f"layer{n}": h if self.pool == "none" else self._pooled(h)
                                for n, h in states.items()} for states in self._encode(batch)])
 
-    def _forward_windows(self, batch: List[_Windows]) -> List[Dict[str, np.ndarray]]:
-        pieces = [(i, k) for i, item in enumerate(batch) for k in range(len(item.starts))]
-        pooled = [[None] * len(item.starts) for item in batch]
-        costs = [batch[i].size / self.sample_rate for i, _ in pieces]
-        for indices in plan_batches(costs, WINDOW_BATCH_SECONDS, len(pieces),
-                                    equal_only=not self.maskable):
-            waves = []
-            for j in indices:
-                i, k = pieces[j]
-                start = int(batch[i].starts[k])
-                waves.append(batch[i].wave[start:start + batch[i].size])
-            for j, states in zip(indices, self._encode(self._normalise(waves))):
-                i, k = pieces[j]
-                pooled[i][k] = {n: self._pooled(h) for n, h in states.items()}
-        outputs = _to_numpy([{f"layer{n}": torch.stack([w[n] for w in windows])
-                              for n in self.layers} for windows in pooled])
+
+def forward_windows(extractor, batch: List[windows.Windows], encode: windows.Encode,
+                    **plan) -> List[Dict[str, np.ndarray]]:
+    """The outputs of a batch of utterances in window mode (ssl, w2v_bert, whisper): stitched
+    frames, or one vector per window plus its ``times``. ``extractor`` gives ``mode``,
+    ``pool``, ``sample_rate``, and for stitching ``num_frames`` and ``unit``; ``plan`` goes to
+    ``windows.encode_windows`` (default: ``WINDOW_BATCH_SECONDS`` per pass)."""
+    plan.setdefault("max_seconds", WINDOW_BATCH_SECONDS)
+    rate = extractor.sample_rate
+    if extractor.mode == windows.STITCHED:
+        states = windows.stitched(batch, encode, lambda n: int(extractor.num_frames(n)),
+                                  extractor.unit, rate, **plan)
+    else:
+        states = windows.pooled(batch, encode, extractor.pool, rate, **plan)
+    outputs = _to_numpy([{f"layer{n}": h for n, h in sorted(item.items())} for item in states])
+    if extractor.mode != windows.STITCHED:
         for item, out in zip(batch, outputs):
-            starts = item.starts.astype(np.float64)
-            times = np.stack([starts, starts + item.size], axis=1) / self.sample_rate
-            out["times"] = times.astype(np.float32)
-        return outputs
+            out["times"] = item.times(rate)
+    return outputs
 
 
 def _to_numpy(items: List[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:

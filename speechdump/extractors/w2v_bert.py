@@ -13,7 +13,16 @@ extractor's own attention mask); the shortest input with a frame is 560 samples 
 
 Options: ``--layers`` as the ssl toolkit (0 = the input to the first conformer layer, ``k``
 the output of layer ``k``), ``--pool none|mean|last`` (frames, or the mean / last of the true
-frames).
+frames), and windows as the ssl toolkit (``speechdump.windows``), each window's fbank computed
+and normalised over the window alone: ``--window_seconds W --hop_seconds H`` with ``--pool
+mean|last`` pools sliding windows (plus a ``times`` stream); with ``--pool none`` stitches them
+into the utterance's frames (H rounded to whole 20 ms frames, at most a window's frame count;
+each overlap split in half, the first half to the earlier window; utt2num_frames: the stitched
+count, the formula above); ``--causal true --pool last|mean``: one vector per stamp t = H, 2H,
+..., plus one at the audio's end after a final partial hop, from the audio in
+[max(0, t - W), t] only (``times`` holds each window's start and end). The first causal window
+holds H s, so H is at least 35 ms. Windows run in padded, length-sorted passes of at most
+``ssl.WINDOW_BATCH_SECONDS`` of audio, exact as utterances' batches are.
 
 Batching: items are padded and the attention mask passed. The model honours it exactly: the
 encoder zeroes padded frames before the first layer, attention drops padded keys, relative
@@ -27,16 +36,17 @@ hidden states written here.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from speechdump import hf_models
+from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
-from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, parse_layers
+from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+                                       parse_layers)
 
 MODEL_TYPES = ("wav2vec2-bert",)
 FBANK_WINDOW, FBANK_SHIFT = 400, 160  # samples at 16 kHz (the feature extractor's Kaldi fbank)
@@ -44,6 +54,7 @@ FBANK_WINDOW, FBANK_SHIFT = 400, 160  # samples at 16 kHz (the feature extractor
 
 @register("w2v_bert")
 class W2vBertExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a Wav2Vec2BertModel and its feature extractor "
@@ -52,25 +63,35 @@ class W2vBertExtractor(Extractor):
     options = (
         LAYERS,
         POOL,
+        windows.WINDOW_SECONDS,
+        windows.HOP_SECONDS,
+        windows.CAUSAL_OPTION,
     )
 
     @classmethod
     def check(cls, model, options):
         super().check(model, options)
-        shape = FRAMES if options["pool"] == "none" else VECTOR
+        mode = windows.window_mode(options)
+        shape = FRAMES if options["pool"] == "none" or mode is not None else VECTOR
         source, local = hf_models.resolve(model, cls.name)
         if not local:
             return [Stream(shape=shape)]
         config = hf_models.read_config(source, cls.name, MODEL_TYPES)
         layers = parse_layers(options["layers"], int(config.get("num_hidden_layers", 0)))
-        return [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size")) for n in layers]
+        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size"))
+                   for n in layers]
+        timed = mode in (windows.POOLED, windows.CAUSAL)
+        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if timed else [])
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
-                 pool: str = "none"):
+                 pool: str = "none", window_seconds: Optional[float] = None,
+                 hop_seconds: Optional[float] = None, causal: bool = False):
         if model is None:
             raise ModelError(f"w2v_bert needs --model: {self.model_help}")
         if pool not in POOLS:
             raise OptionError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
+        self.mode = windows.window_mode({"window_seconds": window_seconds, "pool": pool,
+                                         "hop_seconds": hop_seconds, "causal": causal})
         source, local = hf_models.resolve(model, self.name)
         self.feature_extractor = hf_models.load_feature_extractor(
             source, local, self.name, "SeamlessM4TFeatureExtractor")
@@ -80,7 +101,23 @@ class W2vBertExtractor(Extractor):
         self.model.to(self.device).eval()
         self.sample_rate = int(fe.sampling_rate)
         self.stride = int(fe.stride)
-        self.min_seconds = (FBANK_WINDOW + (self.stride - 1) * FBANK_SHIFT) / self.sample_rate
+        min_samples = FBANK_WINDOW + (self.stride - 1) * FBANK_SHIFT
+        self.min_seconds = min_samples / self.sample_rate
+        self.unit = self.stride * FBANK_SHIFT  # samples per output frame
+        self.window = self.hop = None
+        if self.mode is not None:
+            given_hop, hop_seconds = hop_seconds, window_seconds if hop_seconds is None \
+                else hop_seconds
+            self.window = windows.seconds_to_samples(window_seconds, self.sample_rate)
+            self.hop = windows.seconds_to_samples(hop_seconds, self.sample_rate)
+            if self.window < min_samples or self.hop < 1:
+                raise OptionError(f"--window_seconds {window_seconds}: the model needs at least "
+                                  f"{self.min_seconds} s per window")
+            if self.mode == windows.STITCHED:
+                self.hop = windows.stitch_hop(given_hop, self.sample_rate, self.unit,
+                                              self.num_frames(self.window))
+            elif self.mode == windows.CAUSAL:
+                windows.check_causal_hop(self.hop, min_samples, self.sample_rate)
 
         config = self.model.config
         self.num_layers = int(config.num_hidden_layers)
@@ -92,10 +129,14 @@ class W2vBertExtractor(Extractor):
         encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:keep])
         self.model.adapter = None  # only changes last_hidden_state, never read here
         self.model.intermediate_ffn = None
-        shape = FRAMES if pool == "none" else VECTOR
-        shift = self.stride * FBANK_SHIFT / self.sample_rate if pool == "none" else None
+        timed = self.mode in (windows.POOLED, windows.CAUSAL)
+        shape = FRAMES if pool == "none" or timed else VECTOR
+        shift = (self.hop if timed else self.unit) / self.sample_rate if shape == FRAMES \
+            else None
         self.streams = tuple(Stream(f"layer{n}", shape=shape, frame_shift=shift,
                                     dim=int(config.hidden_size)) for n in self.layers)
+        if timed:
+            self.streams += (Stream("times", shape=FRAMES, frame_shift=shift, dim=2, exact=True),)
 
     def num_frames(self, samples: int) -> int:
         """The formula of the module docstring (fbank frames, in pairs)."""
@@ -103,20 +144,37 @@ class W2vBertExtractor(Extractor):
             return 0
         return (1 + (samples - FBANK_WINDOW) // FBANK_SHIFT) // self.stride
 
-    def prepare(self, wave: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def prepare(self, wave: np.ndarray):
         wave = np.ascontiguousarray(wave, dtype=np.float32)
         if self.num_frames(len(wave)) < 1:
             raise ValueError(f"{len(wave)} samples: w2v_bert needs at least "
                              f"{self.min_seconds} s for one frame")
+        if self.mode == windows.CAUSAL:
+            return windows.causal(wave, self.window, self.hop)
+        if self.mode is not None:  # stitched windows start on the frame grid
+            unit = self.unit if self.mode == windows.STITCHED else 1
+            return windows.sliding(wave, self.window, self.hop, unit)
+        return self._features(wave)
+
+    def _features(self, wave: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The feature extractor's input of one waveform alone: (features, attention mask)."""
         inputs = self.feature_extractor(wave, sampling_rate=self.sample_rate,
                                         return_tensors="np", return_attention_mask=True)
         return (np.asarray(inputs["input_features"][0], dtype=np.float32),
                 np.asarray(inputs["attention_mask"][0], dtype=np.int64))
 
     def cost(self, prepared) -> float:
-        return len(prepared[0]) * self.stride * FBANK_SHIFT / self.sample_rate
+        if isinstance(prepared, windows.Windows):
+            return float(prepared.sizes().sum()) / self.sample_rate
+        return len(prepared[0]) * self.unit / self.sample_rate
 
-    def forward(self, batch: List[Tuple[np.ndarray, np.ndarray]]):
+    def batch_cost(self, costs: Sequence[float]) -> float:
+        if self.mode is not None:
+            return float(sum(costs))  # each window runs as its own item (speechdump.windows)
+        return max(costs) * len(costs)
+
+    def _encode(self, batch: List[Tuple[np.ndarray, np.ndarray]]) -> List[Dict[int, torch.Tensor]]:
+        """Prepared items -> per item {layer: [true frames, dim]}, one padded, masked pass."""
         longest = max(len(features) for features, _ in batch)
         dim = batch[0][0].shape[1]
         features = np.full((len(batch), longest, dim), self.feature_extractor.padding_value,
@@ -124,16 +182,19 @@ class W2vBertExtractor(Extractor):
         mask = np.zeros((len(batch), longest), dtype=np.int64)
         for i, (f, m) in enumerate(batch):
             features[i, :len(f)], mask[i, :len(m)] = f, m
+        hidden = self.model(torch.from_numpy(features).to(self.device),
+                            attention_mask=torch.from_numpy(mask).to(self.device),
+                            output_hidden_states=True).hidden_states
+        return [{n: hidden[n][i, :int(m.sum())] for n in self.layers}
+                for i, (_, m) in enumerate(batch)]
+
+    def forward(self, batch: List):
         with torch.inference_mode():
-            hidden = self.model(torch.from_numpy(features).to(self.device),
-                                attention_mask=torch.from_numpy(mask).to(self.device),
-                                output_hidden_states=True).hidden_states
-            outputs = []
-            for i, (_, m) in enumerate(batch):
-                valid = int(m.sum())
-                outputs.append({f"layer{n}": self._pooled(hidden[n][i, :valid])
-                                for n in self.layers})
-            return _to_numpy(outputs)
+            if self.mode is not None:
+                return forward_windows(self, batch, lambda waves: self._encode(
+                    [self._features(w) for w in waves]))
+            return _to_numpy([{f"layer{n}": self._pooled(h) for n, h in states.items()}
+                              for states in self._encode(batch)])
 
     def _pooled(self, h: torch.Tensor) -> torch.Tensor:
         if self.pool == "none":

@@ -23,10 +23,24 @@ mel frames), and was trained on nothing else, so every input gets Whisper's own 
   (``30 - hop`` s) of context on each side within its window. The result is one sequence of
   ``ceil(samples / 320)`` frames, as below 30 s.
 
+(The window arithmetic is ``speechdump.windows``, shared with ssl and w2v_bert.)
+
 Options: ``--layers`` as the ssl toolkit (0 = the input to the first encoder layer, ``k`` the
 output of layer ``k``; the last, as transformers numbers it, is after the encoder's final layer
 norm, i.e. ``last_hidden_state``); ``--pool none|mean|last`` (frames, or the mean / last of the
-utterance's stitched frames: one vector per utterance whatever its length); ``--hop_seconds``.
+utterance's stitched frames: one vector per utterance whatever its length); ``--hop_seconds``
+(default 20 for the 30 s windows above).
+
+Causal windows (``--causal true --window_seconds W --hop_seconds H --pool last|mean``, W at most
+30, H defaults to W): one vector per time stamp t = H, 2H, ... up to the audio's end, plus one
+stamp at the audio's end when the last hop is partial, from the audio in [max(0, t - W), t]
+only. Each window gets Whisper's own condition as an utterance of up to 30 s (its log-mel,
+zero-padded to 30 s; its output trimmed to its true frame count) and is pooled (last true
+frame, or their mean); a ``times`` stream holds each window's (start, end) in seconds (the
+first windows are shorter than W). Every window costs a full 30 s encoder pass, whatever W.
+The log-mel of each window is computed when its pass runs (``WINDOWS_PER_PASS`` at a time),
+never for all windows at once. ``--window_seconds`` without ``--causal true`` is refused: long
+audio always gets the 30 s windows above.
 
 Batching: every window has the same shape ([80, 3000] log-mel), so a batch is a stack of
 windows and nothing is padded or masked: batched equals alone up to float rounding (max abs
@@ -36,16 +50,18 @@ difference on the sample recordings: see test/test_whisper.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from speechdump import hf_models
+from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
-from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, parse_layers
+from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+                                       parse_layers)
+from speechdump.windows import stitch_bounds, window_starts
 
 MODEL_TYPES = ("whisper",)
 # Windows per forward pass: bounds memory for long audio (all hidden states of a 30 s window
@@ -63,27 +79,9 @@ class _Item:
     total: int  # true output frames of the utterance
 
 
-def window_starts(samples: int, window: int, hop: int, unit: int) -> List[int]:
-    """Start samples of the windows: every ``hop`` from 0, then one starting at the first
-    multiple of ``unit`` from which a window reaches the end; [0] if one window holds it all."""
-    if samples <= window:
-        return [0]
-    last = -(-(samples - window) // unit) * unit
-    return list(range(0, last, hop)) + [last]
-
-
-def stitch_bounds(starts: Sequence[int], frames: Sequence[int]) -> List[range]:
-    """The frames (relative to each window) each window contributes: cuts in the middle of
-    each overlap of consecutive windows, the first half (rounded down) to the earlier one."""
-    cuts = [starts[0]]
-    for k in range(len(starts) - 1):
-        cuts.append((starts[k + 1] + starts[k] + frames[k]) // 2)
-    cuts.append(starts[-1] + frames[-1])
-    return [range(cuts[k] - starts[k], cuts[k + 1] - starts[k]) for k in range(len(starts))]
-
-
 @register("whisper")
 class WhisperExtractor(Extractor):
+    concurrent_forward = True
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a Whisper model and its feature extractor "
@@ -92,31 +90,52 @@ class WhisperExtractor(Extractor):
     options = (
         LAYERS,
         POOL,
-        Option("hop_seconds", float, 20.0, "above 30 s: a 30 s window starts every this many "
-               "seconds (at most 30); overlapping frames come from the window where they are "
-               "farthest from an edge", check=positive),
+        Option("hop_seconds", float, None, "above 30 s: a 30 s window starts every this many "
+               "seconds (at most 30; default 20); overlapping frames come from the window where "
+               "they are farthest from an edge. With --causal true: a time stamp every this "
+               "many seconds (default: window_seconds)", check=positive),
+        Option("window_seconds", float, None, "with --causal true only: each time stamp's "
+               "context in seconds (at most 30)", check=positive),
+        windows.CAUSAL_OPTION,
     )
 
     @classmethod
     def check(cls, model, options):
         super().check(model, options)
-        if options["hop_seconds"] > 30:
-            raise OptionError(f"--hop_seconds {options['hop_seconds']}: at most 30 (windows of "
-                              f"30 s must overlap or touch)")
-        shape = FRAMES if options["pool"] == "none" else VECTOR
+        causal = cls._check_windows(options)
+        shape = FRAMES if options["pool"] == "none" or causal else VECTOR
         source, local = hf_models.resolve(model, cls.name)
         if not local:
             return [Stream(shape=shape)]
         config = hf_models.read_config(source, cls.name, MODEL_TYPES)
         layers = parse_layers(options["layers"], int(config.get("encoder_layers", 0)))
-        return [Stream(f"layer{n}", shape=shape, dim=config.get("d_model")) for n in layers]
+        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("d_model")) for n in layers]
+        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if causal else [])
+
+    @staticmethod
+    def _check_windows(options) -> bool:
+        """OptionError for window options that do not fit; whether windows are causal."""
+        if options["window_seconds"] is not None and not options["causal"]:
+            raise OptionError("--window_seconds: whisper takes it with --causal true only; long "
+                              "audio always gets Whisper's own 30 s windows (every "
+                              "--hop_seconds)")
+        mode = windows.window_mode(options, hop_needs_window=False, max_window=30.0)
+        hop = options["hop_seconds"]
+        if mode is None and hop is not None and hop > 30:
+            raise OptionError(f"--hop_seconds {hop}: at most 30 (windows of 30 s must overlap "
+                              f"or touch)")
+        return mode == windows.CAUSAL
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
-                 pool: str = "none", hop_seconds: float = 20.0):
+                 pool: str = "none", hop_seconds: Optional[float] = None,
+                 window_seconds: Optional[float] = None, causal: bool = False):
         if model is None:
             raise ModelError(f"whisper needs --model: {self.model_help}")
         if pool not in POOLS:
             raise OptionError(f"--pool '{pool}': choose from {', '.join(POOLS)}")
+        self.causal = self._check_windows({"window_seconds": window_seconds, "pool": pool,
+                                           "hop_seconds": hop_seconds, "causal": causal})
+        self.mode = windows.CAUSAL if self.causal else None
         source, local = hf_models.resolve(model, self.name)
         self.feature_extractor = hf_models.load_feature_extractor(
             source, local, self.name, "WhisperFeatureExtractor")
@@ -135,12 +154,24 @@ class WhisperExtractor(Extractor):
             raise ModelError(f"whisper model '{model}': the feature extractor makes "
                              f"{fe.nb_max_frames} mel frames, the encoder takes "
                              f"{self.encoder.max_source_positions * conv_stride}")
-        frames = round(hop_seconds * self.sample_rate / self.unit)
-        if not 1 <= frames * self.unit <= self.window:
-            raise OptionError(f"--hop_seconds {hop_seconds}: between {self.unit / self.sample_rate}"
-                              f" and {self.window / self.sample_rate}")
-        self.hop = frames * self.unit
         self.min_seconds = 1 / self.sample_rate
+        if self.causal:
+            # Causal windows of at most 30 s; stamps every H, on the sample grid.
+            if window_seconds > self.window / self.sample_rate:
+                raise OptionError(f"--window_seconds {window_seconds}: at most "
+                                  f"{self.window / self.sample_rate:g} s (Whisper's input)")
+            self.causal_window = windows.seconds_to_samples(window_seconds, self.sample_rate)
+            self.hop = windows.seconds_to_samples(
+                window_seconds if hop_seconds is None else hop_seconds, self.sample_rate)
+            windows.check_causal_hop(self.hop, 1, self.sample_rate)
+        else:
+            hop_seconds = 20.0 if hop_seconds is None else hop_seconds
+            frames = round(hop_seconds * self.sample_rate / self.unit)
+            if not 1 <= frames * self.unit <= self.window:
+                raise OptionError(f"--hop_seconds {hop_seconds}: between "
+                                  f"{self.unit / self.sample_rate} and "
+                                  f"{self.window / self.sample_rate}")
+            self.hop = frames * self.unit
 
         self.num_layers = len(self.encoder.layers)
         self.layers = parse_layers(layers, self.num_layers)
@@ -150,10 +181,13 @@ class WhisperExtractor(Extractor):
         # layer norm); hidden state num_layers, when asked for, keeps them all.
         keep = min(self.layers[-1] + 1, self.num_layers)
         self.encoder.layers = torch.nn.ModuleList(list(self.encoder.layers)[:keep])
-        shape = FRAMES if pool == "none" else VECTOR
-        shift = self.unit / self.sample_rate if pool == "none" else None
+        shape = FRAMES if pool == "none" or self.causal else VECTOR
+        shift = (self.hop if self.causal else self.unit) / self.sample_rate \
+            if shape == FRAMES else None
         self.streams = tuple(Stream(f"layer{n}", shape=shape, frame_shift=shift,
                                     dim=int(self.encoder.config.d_model)) for n in self.layers)
+        if self.causal:
+            self.streams += (Stream("times", shape=FRAMES, frame_shift=shift, dim=2, exact=True),)
 
     def num_frames(self, samples: int) -> int:
         """True output frames of ``samples``: mel frames starting inside the audio, through the
@@ -162,8 +196,10 @@ class WhisperExtractor(Extractor):
         lengths = self.encoder._get_feat_extract_output_lengths(torch.tensor(mel))
         return int(lengths)
 
-    def prepare(self, wave: np.ndarray) -> _Item:
+    def prepare(self, wave: np.ndarray):
         wave = np.ascontiguousarray(wave, dtype=np.float32)
+        if self.causal:  # log-mel when each window's pass runs (module docstring)
+            return windows.causal(wave, self.causal_window, self.hop)
         starts = window_starts(len(wave), self.window, self.hop, self.unit)
         pieces = [wave[s:s + self.window] for s in starts]
         # One call per window: exactly what the window gets alone (the log-mel's floor is
@@ -174,10 +210,10 @@ class WhisperExtractor(Extractor):
         return _Item(features.astype(np.float32), [s // self.unit for s in starts],
                      [self.num_frames(len(p)) for p in pieces], self.num_frames(len(wave)))
 
-    def cost(self, prepared: _Item) -> float:
-        return len(prepared.starts) * self.window / self.sample_rate
+    def cost(self, prepared) -> float:
+        return len(prepared.starts) * self.window / self.sample_rate  # 30 s each, padded
 
-    def batch_cost(self, costs: Sequence[float]) -> float:
+    def batch_cost(self, costs) -> float:
         return float(sum(costs))  # every window has the same shape: nothing is padded
 
     def _encode(self, features: np.ndarray) -> List[Dict[int, torch.Tensor]]:
@@ -189,8 +225,21 @@ class WhisperExtractor(Extractor):
             out.extend({n: hidden[n][i] for n in self.layers} for i in range(len(chunk)))
         return out
 
-    def forward(self, batch: List[_Item]) -> List[Dict[str, np.ndarray]]:
+    def _encode_waves(self, waves: List[np.ndarray]) -> List[Dict[int, torch.Tensor]]:
+        """Windows of at most 30 s, each with its own log-mel -> per window {layer: [true
+        frames, dim]}."""
+        features = np.concatenate([self.feature_extractor(
+            w, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
+            for w in waves]).astype(np.float32)
+        return [{n: h[:self.num_frames(len(w))] for n, h in states.items()}
+                for w, states in zip(waves, self._encode(features))]
+
+    def forward(self, batch: List) -> List[Dict[str, np.ndarray]]:
         with torch.inference_mode():
+            if self.causal:
+                # Every window is padded to 30 s: the pass is bounded by its window count.
+                return forward_windows(self, batch, self._encode_waves,
+                                       max_seconds=float("inf"), max_items=WINDOWS_PER_PASS)
             states = self._encode(np.concatenate([item.features for item in batch]))
             outputs, first = [], 0
             for item in batch:
