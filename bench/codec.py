@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Codec tokens per second: speechdump's engine against a per-utterance ``model.encode`` loop.
 
-The three random-init codecs of test/build_codec_models.py (EnCodec 24 kHz at 6 kbps, DAC
-16 kHz with its 12 codebooks, Mimi with its 8; the real strides, so the real frame rates;
-nothing downloads) over two corpora made of the real speech samples:
+The random-init codecs of test/build_codec_models.py (EnCodec 24 kHz at 6 kbps, DAC 16 kHz
+with its 12 codebooks, Mimi with its 8, X-Codec at 4 kbps = 8 codebooks; the real strides, so
+the real frame rates; nothing downloads), all or those of ``--kinds``, over two corpora made of
+the real speech samples:
 
 * ``utterances``: the 26 recordings (1.5-11 s, all of different lengths), ``--copies`` times;
 * ``segments``: the same recordings cut into ``--segment_seconds`` pieces (fixed-length
@@ -15,11 +16,11 @@ the tokens, every one of which must be identical, then timed):
 * loop: for each utterance, decode + resample (speechdump.audio.load_audio), the feature
   extractor, ``model.encode``: what a plain extraction script does;
 * engine: ``engine.run`` with the codec extractor (loader threads ahead of the model; batches
-  of equal lengths for DAC and Mimi, one utterance per forward for EnCodec).
+  of equal lengths for DAC, Mimi and X-Codec, one utterance per forward for EnCodec).
 
 Tokens per second counts frames x codebooks.
 
-    tools/venv/bin/python bench/codec.py
+    tools/venv/bin/python bench/codec.py [--kinds xcodec]
 """
 
 import argparse
@@ -42,7 +43,7 @@ from speechdump.data import Utterance, read_table  # noqa: E402
 from speechdump.extractors import load_extractor  # noqa: E402
 
 SAMPLES = REPO / "samples" / "real_speech"
-OPTIONS = {"encodec": {"bandwidth": 6.0}, "dac": {}, "mimi": {}}
+OPTIONS = {"encodec": {"bandwidth": 6.0}, "dac": {}, "mimi": {}, "xcodec": {}}
 
 
 def utterances(copies: int):
@@ -99,6 +100,7 @@ def main() -> None:
     p.add_argument("--segment_seconds", type=float, default=2.0)
     p.add_argument("--batch_seconds", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import AutoFeatureExtractor, AutoModel
@@ -109,7 +111,7 @@ def main() -> None:
           "identical |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in KINDS:
+        for kind in args.kinds:
             path = build(Path(tmp) / kind, kind)
             model = AutoModel.from_pretrained(path).eval()
             fe = AutoFeatureExtractor.from_pretrained(path)

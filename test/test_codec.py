@@ -1,5 +1,5 @@
-"""Codec tokens (--toolkit codec: EnCodec, DAC, Mimi) and deduplicated units (--dedup true, for
-codec and k-means tokens) on the real speech samples, against each model's own API."""
+"""Codec tokens (--toolkit codec: EnCodec, DAC, Mimi, X-Codec) and deduplicated units (--dedup
+true, for codec and k-means tokens) on the real speech samples, against each model's own API."""
 
 import math
 import subprocess
@@ -22,11 +22,14 @@ from speechdump.kaldi_io import write_ark_scp
 
 # Three recordings of 1.5 to 3.5 s, all of different lengths.
 SUBSET = {"ljspeech-lj-002-0020", "ljspeech-lj-002-0035", "arctic-aew-a0003"}
-# --extractor_opts per codec: EnCodec at 6 kbps (8 codebooks), DAC at 6 of its 12.
-OPTS = {"encodec": "--bandwidth 6.0", "dac": "--codebooks 6", "mimi": ""}
-CODEBOOKS = {"encodec": 8, "dac": 6, "mimi": 8}
-HOP = {"encodec": 320, "dac": 320, "mimi": 1920}
-RATE = {"encodec": 24000, "dac": 16000, "mimi": 24000}
+# --extractor_opts per codec: EnCodec at 6 kbps (8 codebooks), DAC at 6 of its 12, X-Codec at
+# 2 kbps (4 of its 8).
+OPTS = {"encodec": "--bandwidth 6.0", "dac": "--codebooks 6", "mimi": "",
+        "xcodec": "--bandwidth 2.0"}
+BANDWIDTH = {"encodec": 6.0, "xcodec": 2.0}
+CODEBOOKS = {"encodec": 8, "dac": 6, "mimi": 8, "xcodec": 4}
+HOP = {"encodec": 320, "dac": 320, "mimi": 1920, "xcodec": 320}
+RATE = {"encodec": 24000, "dac": 16000, "mimi": 24000, "xcodec": 16000}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,18 @@ def codec_waves(utterances):
             for kind in KINDS}
 
 
+def own_encode(kind, model, inputs):
+    """``model.encode`` of one prepared utterance with the options of OPTS."""
+    if kind == "encodec":
+        return model.encode(inputs["input_values"], inputs["padding_mask"],
+                            bandwidth=BANDWIDTH[kind])
+    if kind == "dac":
+        return model.encode(inputs["input_values"], n_quantizers=CODEBOOKS[kind])
+    if kind == "xcodec":
+        return model.encode(inputs["input_values"], bandwidth=BANDWIDTH[kind])
+    return model.encode(inputs["input_values"])
+
+
 def reference(kind, hf, wave):
     """The model's own single-utterance ``encode`` (its feature extractor, then the model):
     [frames, codebooks]. EnCodec with one thread, as the extractor runs it (its latents round
@@ -60,15 +75,9 @@ def reference(kind, hf, wave):
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if kind == "encodec" else threads)
     with torch.inference_mode():
-        if kind == "encodec":
-            codes = model.encode(inputs["input_values"], inputs["padding_mask"],
-                                 bandwidth=6.0).audio_codes[0]
-        elif kind == "dac":
-            codes = model.encode(inputs["input_values"], n_quantizers=6).audio_codes
-        else:
-            codes = model.encode(inputs["input_values"]).audio_codes
+        codes = own_encode(kind, model, inputs).audio_codes
     torch.set_num_threads(threads)
-    return codes[0].T.numpy()
+    return (codes[0] if kind == "encodec" else codes)[0].T.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +87,8 @@ def stage_runs(tmp_path_factory, models, stage_env):
     data = make_data_dir(base / "data", keep=SUBSET)
     runs = {}
     for kind in KINDS:
-        for nj in (2, 1, 3) if kind != "dac" else (2,):  # (time: DAC's jobs as Mimi's)
+        # Time: the jobs of DAC and X-Codec split and batch as Mimi's; they run --nj 2 only.
+        for nj in (2, 1, 3) if kind in ("encodec", "mimi") else (2,):
             out = base / f"{kind}_nj{nj}"
             run_feats_stage(["--toolkit", "codec", "--model", models[kind], "--extractor_opts",
                              OPTS[kind], "--tag", "codes", "--nj", nj, "--batch_seconds", 300,
@@ -117,9 +127,9 @@ def test_jobs_do_not_change_tokens(kind, stage_runs):
     assert (runs[kind][1] / "codes").read_text() == (runs[kind][3] / "codes").read_text()
 
 
-@pytest.mark.parametrize("kind", ("dac", "mimi"))
-def test_padding_changes_dac_and_mimi_so_they_batch_equal_lengths(kind, hf, codec_waves):
-    """Why DAC and Mimi are equal_lengths_only: a zero-padded batch changes the last frame."""
+@pytest.mark.parametrize("kind", ("dac", "mimi", "xcodec"))
+def test_padding_changes_dac_mimi_xcodec_so_they_batch_equal_lengths(kind, hf, codec_waves):
+    """Why DAC, Mimi and X-Codec are equal_lengths_only: a zero-padded batch changes codes."""
     model, fe = hf[kind]
     waves = [codec_waves[kind][u] for u in sorted(SUBSET)]
     inputs = fe(waves, sampling_rate=fe.sampling_rate, return_tensors="pt", padding=True)
@@ -130,15 +140,15 @@ def test_padding_changes_dac_and_mimi_so_they_batch_equal_lengths(kind, hf, code
     assert any(changed)
 
 
-@pytest.mark.parametrize("kind", ("dac", "mimi"))
+@pytest.mark.parametrize("kind", ("dac", "mimi", "xcodec"))
 def test_equal_length_segments_batch_exactly(kind, tmp_path, models, hf, codec_waves):
     """Fixed-length segments (2 s pieces) go through in real batches, each token as alone."""
     data = make_segments_data_dir(tmp_path / "data", 2.0)
     recordings = ("arctic-aew-a0001-", "vctk-p225-003-", "ls-1998-15444-0001-")
     utterances = [u for u in read_utterances(str(data / "wav.scp"), str(data / "segments"))
                   if u.utt_id.startswith(recordings)]
-    extractor = load_extractor("codec", str(models[kind]),
-                               codebooks=CODEBOOKS[kind])
+    extractor = load_extractor("codec", str(models[kind]), **(
+        {"bandwidth": BANDWIDTH[kind]} if kind in BANDWIDTH else {"codebooks": CODEBOOKS[kind]}))
     sizes = []
     forward = extractor.forward
     extractor.forward = lambda batch: sizes.append(len(batch)) or forward(batch)
@@ -162,17 +172,15 @@ def test_decoding_stored_tokens_is_the_models_round_trip(kind, stage_runs, hf, c
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the extractor runs EnCodec
     with torch.inference_mode():
+        encoded = own_encode(kind, model, inputs)
         if kind == "encodec":
-            encoded = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=6.0)
             trip = model.decode(encoded.audio_codes, encoded.audio_scales).audio_values
             stored = model.decode(codes.long()[None, None], [None]).audio_values
         elif kind == "dac":
-            trip = model.decode(audio_codes=model.encode(inputs["input_values"],
-                                                         n_quantizers=6).audio_codes)
-            stored = model.decode(audio_codes=codes.long()[None])
-            trip, stored = trip.audio_values, stored.audio_values
+            trip = model.decode(audio_codes=encoded.audio_codes).audio_values
+            stored = model.decode(audio_codes=codes.long()[None]).audio_values
         else:
-            trip = model.decode(model.encode(inputs["input_values"]).audio_codes).audio_values
+            trip = model.decode(encoded.audio_codes).audio_values
             stored = model.decode(codes.long()[None]).audio_values
     torch.set_num_threads(threads)
     assert stored.shape == trip.shape
@@ -261,6 +269,28 @@ def test_options_and_models_are_checked_before_loading(tmp_path, models):
         cls.check(str(models["encodec"]), dict(defaults, codebooks=2))
     with pytest.raises(ModelError, match="has no config.json"):
         cls.check(str(tmp_path), defaults)
+    # X-Codec: 0.5 kbps a codebook (1024 codes at 50 Hz), its highest bandwidth by default.
+    assert cls.check(str(models["xcodec"]), defaults)[0].dim == 8
+    assert cls.check(str(models["xcodec"]), dict(defaults, bandwidth=1.5))[0].dim == 3
+    with pytest.raises(OptionError, match=r"--bandwidth 3.0: this X-Codec has 0.5, 1.0, 1.5, "
+                                          r"2.0, 4.0 \(its target_bandwidths\)"):
+        cls.check(str(models["xcodec"]), dict(defaults, bandwidth=3.0))
+    with pytest.raises(OptionError, match="X-Codec takes --bandwidth"):
+        cls.check(str(models["xcodec"]), dict(defaults, codebooks=2))
+
+
+def test_xcodec_frames_are_ceil_samples_over_hop(models, hf):
+    """X-Codec's frames come from two encoders (DAC's convolutions; the semantic model's, 400
+    samples wide at stride 320 on the input padded by 160 a side) that agree only on a multiple
+    of the hop, which the feature extractor pads to: ceil(samples / 320) frames, each token as
+    the model's own, at the lengths around a frame boundary."""
+    extractor = load_extractor("codec", str(models["xcodec"]), bandwidth=BANDWIDTH["xcodec"])
+    rng = np.random.default_rng(0)
+    for samples in (320, 321, 639, 640, 4801):
+        wave = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+        [codes] = extractor.forward([extractor.prepare(wave)])
+        assert codes.shape == (math.ceil(samples / 320), CODEBOOKS["xcodec"]), samples
+        assert np.array_equal(codes, reference("xcodec", hf, wave)), samples
 
 
 def test_codec1_recipe_end_to_end(tmp_path, models, stage_env):
