@@ -53,12 +53,17 @@ def test_the_table_of_built_in_toolkits_names_each_module_that_registers_one():
     assert registered == extractors.BUILTIN
 
 
-def test_the_pre_flight_of_kaldi_features_imports_no_torch(tmp_path):
-    """The stage's start: the pre-flight imports the module of its toolkit only, and fbank's and
-    MFCC's import no torch until they compute (torch alone takes about a second to import)."""
-    for toolkit in ("fbank", "mfcc"):
-        argv = [str(REPO / "pyscripts" / "check_extraction.py"), "--stage", "features",
-                "--toolkit", toolkit, "--fingerprint_to", str(tmp_path / "fp.json")]
+def test_the_pre_flight_imports_no_torch_where_the_toolkit_needs_none_to_check(tmp_path):
+    """The stage's start: the pre-flight imports the module of its toolkit only, and fbank's,
+    MFCC's and SpeechBrain's import no torch until they compute (torch alone takes about a
+    second to import; SpeechBrain's check reads hyperparams.yaml)."""
+    from build_speechbrain_model import build
+
+    model = build(tmp_path / "ecapa", channels=[16, 16, 16, 16, 48])
+    for stage, toolkit, model_opt in (("features", "fbank", []), ("features", "mfcc", []),
+                                      ("speaker", "speechbrain", ["--model", str(model)])):
+        argv = [str(REPO / "pyscripts" / "check_extraction.py"), "--stage", stage,
+                "--toolkit", toolkit, *model_opt, "--fingerprint_to", str(tmp_path / "fp.json")]
         code = (f"import runpy, sys\nsys.argv = {argv!r}\n"
                 "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
                 "except SystemExit as exc:\n    assert not exc.code, exc.code\n"

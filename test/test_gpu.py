@@ -12,10 +12,12 @@ import torch
 import torchaudio
 from transformers import AutoFeatureExtractor, AutoModel
 
+import build_codec_models
+import build_hf_models
 import build_speechbrain_model
 import build_ssl_model
 from conftest import engine_outputs, make_data_dir, run_feats_stage, run_stage
-from speechdump.audio import ResamplerCache
+from speechdump.audio import ResamplerCache, load_audio
 from speechdump.extractors import load_extractor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -165,3 +167,63 @@ def test_a_bf16_stage_on_cuda_records_it_and_agrees_with_fp32(tmp_path, stage_en
     cosine = worst_cosine(outputs["bf16"], outputs["fp32"])
     print(f"\nresemblyzer stage --precision bf16 on cuda: worst cosine to fp32 {cosine:.7f}")
     assert cosine >= PRECISION_COSINE
+
+
+# The families added since the first GPU tests, each on the GPU (padded batches, the default
+# there) against the CPU engine (one utterance per forward pass): toolkit, model builder, options.
+FAMILIES = {
+    "whisper": ("whisper", build_hf_models.build_whisper, {}),
+    "w2v_bert": ("w2v_bert", build_hf_models.build_w2v_bert, {}),
+    "xvector-wavlm": ("xvector", lambda d: build_hf_models.build_xvector(d, "wavlm", "group"), {}),
+    "ssl-causal": ("ssl", lambda d: build_ssl_model.build(d, "hubert", "group"),
+                   {"layers": "6", "window_seconds": 2.0, "hop_seconds": 0.5, "causal": True,
+                    "pool": "last"}),
+    "ssl-stitched": ("ssl", lambda d: build_ssl_model.build(d, "hubert", "group"),
+                     {"layers": "6", "window_seconds": 3.0, "hop_seconds": 2.0}),
+}
+
+
+def flat(outputs: dict) -> dict:
+    """{(utt, stream): array} of engine outputs (an array, or a dict of streams, per utt)."""
+    return {(utt, name): np.asarray(array, dtype=np.float64)
+            for utt, output in outputs.items()
+            for name, array in (output.items() if isinstance(output, dict) else [("", output)])}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_new_families_on_the_gpu_match_the_cpu(family, tmp_path, utterances):
+    toolkit, build, options = FAMILIES[family]
+    path = str(build(tmp_path / family))
+    subset = [u for u in utterances if u.utt_id in SUBSET]
+    expected = flat(engine_outputs(load_extractor(toolkit, path, "cpu", **options), subset))
+    got = flat(engine_outputs(load_extractor(toolkit, path, "cuda", **options), subset))
+    worst = worst_relative(got, expected)
+    print(f"\n{family} on {torch.cuda.get_device_name()} against the CPU: max abs difference "
+          f"/ max |v| {worst:.1e}")
+    assert worst <= 1e-4
+
+
+@pytest.mark.parametrize("kind", build_codec_models.KINDS)
+def test_codec_tokens_on_the_gpu_equal_the_models_own_encode_there(kind, tmp_path, utterances):
+    """Every token of the GPU engine equals the model's own ``encode`` of each utterance alone on
+    the same GPU (tokens are argmins, which the CPU may round otherwise: the GPU is the
+    reference)."""
+    from test_codec import OPTS, own_encode
+
+    path = str(build_codec_models.build(tmp_path / kind, kind))
+    options = dict(zip(OPTS[kind].split()[0::2], OPTS[kind].split()[1::2]))
+    extractor = load_extractor("codec", path, "cuda", **{k.lstrip("-"): v
+                                                         for k, v in options.items()})
+    subset = [u for u in utterances if u.utt_id in SUBSET]
+    got = engine_outputs(extractor, subset)
+    model = AutoModel.from_pretrained(path).eval().cuda()
+    fe = AutoFeatureExtractor.from_pretrained(path)
+    resamplers = ResamplerCache()
+    for utt in subset:
+        wave = load_audio(utt, fe.sampling_rate, resamplers)
+        inputs = {k: v.cuda() for k, v in
+                  fe(wave, sampling_rate=fe.sampling_rate, return_tensors="pt").items()}
+        with torch.inference_mode():
+            codes = own_encode(kind, model, inputs).audio_codes
+        codes = (codes[0] if kind == "encodec" else codes)[0].T.cpu().numpy()
+        np.testing.assert_array_equal(got[utt.utt_id], codes, err_msg=f"{kind} {utt.utt_id}")

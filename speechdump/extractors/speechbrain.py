@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
-import torch
 
-from speechdump import compat, weights
 from speechdump.errors import ModelError
 from speechdump.extractors import register
 from speechdump.extractors.base import BatchState, Extractor, layout_hint, looks_like_local_path
+
+if TYPE_CHECKING:  # imported where the model runs: the pre-flight reads hyperparams.yaml only
+    import torch
 
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -63,8 +64,11 @@ class SpeechBrainExtractor(Extractor):
     def __init__(self, model: Optional[str] = None, device: str = "cpu"):
         if model is None:
             raise ModelError(f"speechbrain needs --model: {self.model_help}")
+        import torch
         from speechbrain.inference.speaker import EncoderClassifier
         from speechbrain.utils.fetching import FetchConfig
+
+        from speechdump import compat
 
         kwargs = {}
         model = os.path.expanduser(model)
@@ -144,6 +148,8 @@ class SpeechBrainExtractor(Extractor):
     def prepare(self, wave: np.ndarray) -> torch.Tensor:
         """Features of one utterance, normalised on its own, as ``encode_batch`` of it alone
         computes them (wav_lens = 1); runs in loader threads, ahead of the model."""
+        import torch
+
         mods = self.model.mods
         with torch.inference_mode():
             wav = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device)
@@ -154,6 +160,8 @@ class SpeechBrainExtractor(Extractor):
         return len(feats) * self.hop / self.sample_rate
 
     def forward(self, batch: List[torch.Tensor]) -> List[np.ndarray]:
+        import torch
+
         frames = torch.tensor([len(f) for f in batch], device=self.device)
         with torch.inference_mode():
             x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
@@ -180,6 +188,8 @@ def _check_checkpoints(pretrainer, source: str) -> None:
     from speechbrain.utils.checkpoints import (DEFAULT_TRANSFER_HOOKS, get_default_hook,
                                                hook_on_loading_state_dict_checkpoint,
                                                torch_parameter_transfer)
+
+    from speechdump import weights
 
     for name, module in pretrainer.loadables.items():
         if (name in pretrainer.custom_hooks or not pretrainer.is_loadable(name)
@@ -216,6 +226,8 @@ def _relative_lengths(frames: torch.Tensor) -> torch.Tensor:
     """Frame counts -> float32 relative lengths from which every SpeechBrain convention
     recovers the count exactly: ``rel * T`` must lie in ``(n - 0.5, n]`` for masks
     (``arange(T) < rel * T``) and for ``round(rel * T)`` alike."""
+    import torch
+
     total = int(frames.max())
     rel = (frames.double() / total).float()
     too_long = rel * total > frames.float()
