@@ -83,6 +83,25 @@ def engine_outputs(extractor, utterances, batch_seconds=300.0) -> dict:
     return out
 
 
+def stitch_frames(windows, starts, total, unit=320):
+    """An independent reference for stitched windows: ``windows[k]`` (per layer, [frames, dim])
+    starts at sample ``starts[k]`` (a multiple of ``unit``, the samples per frame); each of the
+    ``total`` frames is taken from the window in which it is farthest from an edge (ties: the
+    later window). Returns the stitched frames per layer."""
+    import numpy as np
+
+    out = [np.zeros((total, h.shape[1]), np.float32) for h in windows[0]]
+    for f in range(total):
+        best, margin = None, -1
+        for k, s in enumerate(starts):
+            a, b = s // unit, s // unit + len(windows[k][0])
+            if a <= f < b and min(f - a, b - 1 - f) >= margin:
+                best, margin = k, min(f - a, b - 1 - f)
+        for layer, h in enumerate(windows[best]):
+            out[layer][f] = h[f - starts[best] // unit]
+    return out
+
+
 def run_stage(args, env, cwd=None, check=True, script="extract_spk_embed.sh", **kwargs):
     """Runs scripts/<script> (the speaker-embedding stage by default); returns the
     CompletedProcess (text, both streams). ``kwargs`` go to subprocess.run."""

@@ -18,7 +18,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 from transformers.utils import logging as hf_logging
 
 from build_hf_models import build_whisper
-from conftest import SAMPLES, engine_outputs, read_pairs, run_feats_stage
+from conftest import SAMPLES, engine_outputs, read_pairs, run_feats_stage, stitch_frames
 from speechdump.audio import ResamplerCache, load_audio
 from speechdump.data import Utterance
 from speechdump.errors import OptionError
@@ -83,17 +83,7 @@ def reference(hf, wave, hop_seconds=20.0):
     last = math.ceil((len(wave) - WINDOW) / 320) * 320
     starts = list(range(0, last, hop)) + [last]
     windows = [alone(hf, wave[s:s + WINDOW]) for s in starts]
-    total = math.ceil(len(wave) / 320)
-    out = [np.zeros((total, windows[0][0].shape[1]), np.float32) for _ in windows[0]]
-    for f in range(total):
-        best, margin = None, -1
-        for k, s in enumerate(starts):
-            a, b = s // 320, s // 320 + len(windows[k][0])
-            if a <= f < b and min(f - a, b - 1 - f) >= margin:
-                best, margin = k, min(f - a, b - 1 - f)
-        for layer, h in enumerate(windows[best]):
-            out[layer][f] = h[f - starts[best] // 320]
-    return out
+    return stitch_frames(windows, starts, math.ceil(len(wave) / 320))
 
 
 def max_diff(output, expected):

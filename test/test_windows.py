@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from build_hf_models import build_w2v_bert, build_whisper
 from build_ssl_model import build
-from conftest import engine_outputs
+from conftest import engine_outputs, stitch_frames
 from speechdump import engine, windows
 from speechdump.data import Utterance, read_table
 from speechdump.errors import OptionError
@@ -206,16 +206,7 @@ def stitched_reference(toolkit, hf, wave, window, hop):
     last = math.ceil((len(wave) - window) / 320) * 320
     starts = list(range(0, last, hop)) + [last]
     states = [alone(toolkit, hf, wave[s:s + window]) for s in starts]
-    total = len(alone(toolkit, hf, wave)[0])
-    out = [np.zeros((total, h.shape[1]), np.float32) for h in states[0]]
-    for f in range(total):
-        best, margin = None, -1
-        for k, s in enumerate(starts):
-            a, b = s // 320, s // 320 + len(states[k][0])
-            if a <= f < b and min(f - a, b - 1 - f) >= margin:
-                best, margin = k, min(f - a, b - 1 - f)
-        for layer, h in enumerate(states[best]):
-            out[layer][f] = h[f - starts[best] // 320]
+    out = stitch_frames(states, starts, len(alone(toolkit, hf, wave)[0]))
     return out, len(starts)
 
 
