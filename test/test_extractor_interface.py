@@ -313,6 +313,10 @@ def test_stage_help_lists_the_toolkit_options(stage_env, ssl_model):
     proc = run_stage(["--toolkit", "rawnet", "--help"], stage_env)
     assert "--num_crops INT" in proc.stderr and "crops per utterance; default: 10" in proc.stderr
     assert Path(ssl_model).is_dir()
+    # A Python that cannot run speechdump still gets the usage, and what to do for the rest.
+    proc = run_feats_stage(["--toolkit", "ssl", "--python", "false", "--help"], stage_env)
+    assert "Usage:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "source the recipe's path.sh, or give --python" in proc.stderr
 
 
 def test_the_preflight_streams_are_the_ones_the_model_writes(ssl_model):

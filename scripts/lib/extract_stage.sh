@@ -180,6 +180,11 @@ stage_help() {
     done
     $want || return 0
     printf '%s\n' "$help_message" >&2
+    if ! "$py" -c "import speechdump, torch" 2>/dev/null; then
+        echo "(--toolkit $tk's own options are listed by a Python that imports speechdump:" \
+            "source the recipe's path.sh, or give --python)" >&2
+        exit 0
+    fi
     echo "Options of --toolkit $tk, given in --extractor_opts \"...\":" >&2
     "$py" "$root/pyscripts/extract.py" --toolkit "$tk" --help \
         | sed -n '/^options of --toolkit/,$p' | tail -n +2 >&2
