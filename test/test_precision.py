@@ -15,6 +15,8 @@ import kaldiio
 import numpy as np
 import pytest
 
+from build_hf_models import build_w2v_bert, build_whisper, build_xvector
+from build_ssl_model import build as build_ssl
 from conftest import REPO, engine_outputs, make_data_dir, run_stage
 from speechdump import precision
 from speechdump.errors import OptionError, PrecisionError
@@ -136,3 +138,41 @@ def test_non_finite_outputs_at_reduced_precision_stop_the_job():
     precision.check_finite("bf16", [np.ones(3, dtype=np.float32), np.arange(3)])
     with pytest.raises(PrecisionError, match="--precision fp16: a forward pass of 1 utterance"):
         precision.check_finite("fp16", overflowed)
+
+
+# Families whose forward pass computes a front end (log-mel, fbank) or pads: each must run under
+# bf16 autocast, keep its front end in float32, and store float32. toolkit, builder, options.
+FAMILIES = {
+    "whisper-causal": ("whisper", build_whisper, {"window_seconds": 2.0, "hop_seconds": 1.0,
+                                                  "causal": True, "pool": "last"}),
+    "whisper-long": ("whisper", build_whisper, {"layers": "1"}),
+    "w2v_bert-causal": ("w2v_bert", build_w2v_bert, {"window_seconds": 2.0, "hop_seconds": 1.0,
+                                                     "causal": True, "pool": "mean"}),
+    "ssl": ("ssl", lambda d: build_ssl(d, "hubert", "group"), {"layers": "2"}),
+    "xvector": ("xvector", lambda d: build_xvector(d, "wavlm", "group"), {}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_runs_at_bf16_and_stores_float32(family, tmp_path, utterances):
+    from speechdump import engine
+    from speechdump.extractors import load_extractor
+
+    toolkit, build, options = FAMILIES[family]
+    extractor = load_extractor(toolkit, str(build(tmp_path / family)), "cpu", **options)
+    subset = [u for u in utterances if u.utt_id in UTTS]
+    outputs = {}
+    for value in ("fp32", "bf16"):
+        outputs[value] = {}
+        engine.run(subset, extractor, outputs[value].__setitem__,
+                   engine.EngineOptions(progress=False, precision=value))
+    for utt, reference in outputs["fp32"].items():
+        streams = reference if isinstance(reference, dict) else {"": reference}
+        got = outputs["bf16"][utt] if isinstance(reference, dict) else {"": outputs["bf16"][utt]}
+        for name, array in streams.items():
+            if name == "times":
+                np.testing.assert_array_equal(got[name], array)
+                continue
+            assert got[name].dtype == np.float32 and np.isfinite(got[name]).all()
+            relative = float(np.abs(got[name] - array).max() / np.abs(array).max())
+            assert 0 < relative <= 0.1, f"{family} {utt} {name}: {relative:.2e}"

@@ -228,9 +228,12 @@ class WhisperExtractor(Extractor):
     def _encode_waves(self, waves: List[np.ndarray]) -> List[Dict[int, torch.Tensor]]:
         """Windows of at most 30 s, each with its own log-mel -> per window {layer: [true
         frames, dim]}."""
-        features = np.concatenate([self.feature_extractor(
-            w, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
-            for w in waves]).astype(np.float32)
+        # The log-mel in float32 whatever --precision: autocast is for the model, and the
+        # feature extractor computes with torch where it can.
+        with torch.autocast(self.device.type, enabled=False):
+            features = np.concatenate([self.feature_extractor(
+                w, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
+                for w in waves]).astype(np.float32)
         return [{n: h[:self.num_frames(len(w))] for n, h in states.items()}
                 for w, states in zip(waves, self._encode(features))]
 
