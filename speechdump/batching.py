@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import numpy as np
-import torch
+
+from speechdump.lazy import torch
 
 
 def plan_batches(costs: Sequence[float], max_cost: float, max_items: int,

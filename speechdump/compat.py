@@ -30,10 +30,9 @@ import types
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Optional, Sequence, Set
 
-import torch
-import torch.nn.functional as F
-
 from speechdump.errors import CompatError
+from speechdump.lazy import functional as F
+from speechdump.lazy import torch
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,7 @@ class Probe:
         self.verified = True
 
 
-Frames = Callable[[], Optional[torch.Tensor]]
+Frames = Callable[[], Optional["torch.Tensor"]]
 
 
 # -- SpeechBrain --------------------------------------------------------------------------------

@@ -9,11 +9,10 @@ import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import torch
-
 from speechdump import weights
 from speechdump.errors import ModelError
 from speechdump.extractors.base import layout_hint, looks_like_local_path
+from speechdump.lazy import torch
 
 # Tensors a checkpoint may lack: masked_spec_embed, the vector that replaces masked frames in
 # training (SpecAugment-style masking in train mode, or mask_time_indices given); never used

@@ -20,9 +20,8 @@ import re
 import zipfile
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import torch
-
 from speechdump.errors import ModelError
+from speechdump.lazy import torch
 
 NAMES_SHOWN = 4  # names listed per kind of mismatch in a message
 

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from speechdump.batching import plan_batches
 from speechdump.errors import OptionError
 from speechdump.extractors.base import Option, positive
+from speechdump.lazy import torch
 
 POOLED, STITCHED, CAUSAL = "pooled", "stitched", "causal"
 
@@ -149,7 +149,7 @@ def causal(wave: np.ndarray, window: int, hop: int) -> Windows:
 
 # encode: raw window waveforms -> per window {layer: [true frames, dim]} from one forward pass
 # (views of the batch are fine: whatever is kept is copied).
-Encode = Callable[[List[np.ndarray]], List[Dict[int, torch.Tensor]]]
+Encode = Callable[[List[np.ndarray]], List[Dict[int, "torch.Tensor"]]]
 
 
 def encode_windows(items: Sequence[Windows], encode: Encode, keep: Callable, rate: int,

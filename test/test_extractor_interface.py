@@ -54,14 +54,25 @@ def test_the_table_of_built_in_toolkits_names_each_module_that_registers_one():
 
 
 def test_the_pre_flight_imports_no_torch_where_the_toolkit_needs_none_to_check(tmp_path):
-    """The stage's start: the pre-flight imports the module of its toolkit only, and fbank's,
-    MFCC's and SpeechBrain's import no torch until they compute (torch alone takes about a
-    second to import; SpeechBrain's check reads hyperparams.yaml)."""
-    from build_speechbrain_model import build
+    """The stage's start: the pre-flight imports the module of its toolkit only, and reads
+    declarations and configs without torch (torch alone takes about a second to import; the
+    modules bind ``speechdump.lazy.torch``). Resemblyzer's package, ESPnet's checkpoint check and
+    X-Codec's config defaults need torch, and take it."""
+    from build_codec_models import build as build_codec
+    from build_hf_models import build_w2v_bert, build_whisper, build_xvector
+    from build_speechbrain_model import build as build_speechbrain
+    from build_ssl_model import build as build_ssl
 
-    model = build(tmp_path / "ecapa", channels=[16, 16, 16, 16, 48])
-    for stage, toolkit, model_opt in (("features", "fbank", []), ("features", "mfcc", []),
-                                      ("speaker", "speechbrain", ["--model", str(model)])):
+    models = {"fbank": None, "mfcc": None,
+              "speechbrain": build_speechbrain(tmp_path / "ecapa", channels=[16, 16, 16, 16, 48]),
+              "ssl": build_ssl(tmp_path / "ssl", "hubert", "group"),
+              "whisper": build_whisper(tmp_path / "whisper"),
+              "w2v_bert": build_w2v_bert(tmp_path / "w2v_bert"),
+              "xvector": build_xvector(tmp_path / "xvector", "wavlm", "group"),
+              "codec": build_codec(tmp_path / "encodec", "encodec")}
+    for toolkit, model in models.items():
+        stage = "speaker" if toolkit in ("speechbrain", "xvector") else "features"
+        model_opt = ["--model", str(model)] if model else []
         argv = [str(REPO / "pyscripts" / "check_extraction.py"), "--stage", stage,
                 "--toolkit", toolkit, *model_opt, "--fingerprint_to", str(tmp_path / "fp.json")]
         code = (f"import runpy, sys\nsys.argv = {argv!r}\n"

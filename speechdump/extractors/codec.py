@@ -67,12 +67,12 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
+from speechdump.extractors.base import INT, TOKENS, Extractor, Option, Stream, positive
 from speechdump.hf_models import load_checked, read_config
-from speechdump.extractors.base import (INT, TOKENS, Extractor, Option, Stream, positive)
+from speechdump.lazy import torch
 
 CODECS = ("encodec", "dac", "mimi", "xcodec")
 # Codecs whose encode takes a bandwidth (one of the config's target_bandwidths), not a number of

@@ -123,7 +123,6 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from speechdump import compat, windows
 from speechdump.batching import pad
@@ -131,6 +130,7 @@ from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, BatchState, Extractor, Option, Stream
 from speechdump.hf_models import load_checked, read_config, resolve
+from speechdump.lazy import torch
 
 # Architectures whose padded batches are made exactly equal to single utterances (see above).
 MASKABLE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")

@@ -39,14 +39,13 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
-from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
-                                       parse_layers)
+from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, forward_windows, parse_layers
+from speechdump.lazy import torch
 
 MODEL_TYPES = ("wav2vec2-bert",)
 FBANK_WINDOW, FBANK_SHIFT = 400, 160  # samples at 16 kHz (the feature extractor's Kaldi fbank)

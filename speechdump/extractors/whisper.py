@@ -53,14 +53,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 
 from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
-from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
-                                       parse_layers)
+from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, forward_windows, parse_layers
+from speechdump.lazy import torch
 from speechdump.windows import stitch_bounds, window_starts
 
 MODEL_TYPES = ("whisper",)

@@ -34,13 +34,13 @@ import warnings
 from typing import List, Optional
 
 import numpy as np
-import torch
 
 from speechdump import compat, hf_models
 from speechdump.batching import pad
 from speechdump.errors import ModelError
 from speechdump.extractors import register
 from speechdump.extractors.base import VECTOR, BatchState, Extractor, Stream
+from speechdump.lazy import torch
 
 MODEL_TYPES = ("wavlm", "unispeech-sat", "wav2vec2")
 ARCHITECTURES = ("WavLMForXVector", "UniSpeechSatForXVector", "Wav2Vec2ForXVector")
