@@ -18,8 +18,8 @@ def threads_of(out, nj):
     found = []
     for job in range(1, nj + 1):
         log = (out / "log" / f"extract.{job}.log").read_text()
-        match = re.search(r"fbank on cpu, (\d+) core\(s\): (\d+) forward pass\(es\) at once, "
-                          r"1 torch thread\(s\) each", log)
+        match = re.search(r"fbank on cpu at --precision fp32, (\d+) core\(s\): (\d+) forward "
+                          r"pass\(es\) at once, 1 torch thread\(s\) each", log)
         assert match[1] == match[2], log
         found.append(int(match[1]))
     return found
