@@ -11,7 +11,6 @@ the ratio of their throughputs (audio seconds per wall second) is printed.
 """
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -27,19 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
 
 from speechdump import engine  # noqa: E402
-from speechdump.data import Utterance, read_table  # noqa: E402
 from speechdump.extractors import load_extractor  # noqa: E402
-
-SAMPLES = REPO / "samples" / "real_speech"
-
-
-def corpus(minutes: float):
-    """The sample recordings repeated until they hold about ``minutes`` of audio."""
-    recordings = [(utt, str(SAMPLES / path))
-                  for utt, path in read_table(SAMPLES / "wav.scp").items()]
-    total = sum(float(d) for d in read_table(SAMPLES / "utt2dur").values())
-    copies = max(1, math.ceil(minutes * 60 / total))
-    return [Utterance(f"{utt}-copy{c}", path) for c in range(copies) for utt, path in recordings]
+from sample_corpus import corpus  # noqa: E402  (bench/: the samples repeated)
 
 
 def sequential_resemblyzer(device):

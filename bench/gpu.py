@@ -24,7 +24,6 @@ Throughputs are audio seconds per wall second; each timed pass follows an untime
 """
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -40,11 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from speechdump import engine, precision  # noqa: E402
 from speechdump.batching import plan_batches  # noqa: E402
-from speechdump.data import Utterance, read_table  # noqa: E402
 from speechdump.errors import OptionError  # noqa: E402
 from speechdump.extractors import load_extractor  # noqa: E402
+from sample_corpus import corpus  # noqa: E402  (bench/: the samples repeated)
 
-SAMPLES = REPO / "samples" / "real_speech"
 # name -> (toolkit, options)
 MODELS = {
     "ecapa": ("speechbrain", {}),
@@ -53,14 +51,6 @@ MODELS = {
     "whisper-base": ("whisper", {"layers": "all"}),
     "encodec": ("codec", {"bandwidth": "6.0"}),
 }
-
-
-def corpus(minutes: float):
-    recordings = [(utt, str(SAMPLES / path))
-                  for utt, path in read_table(SAMPLES / "wav.scp").items()]
-    total = sum(float(d) for d in read_table(SAMPLES / "utt2dur").values())
-    copies = max(1, math.ceil(minutes * 60 / total))
-    return [Utterance(f"{utt}-copy{c}", path) for c in range(copies) for utt, path in recordings]
 
 
 def build(name: str, dest: Path, small: bool) -> Path:
