@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import sys
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Optional, Sequence, Set
 
@@ -514,3 +515,15 @@ def exact_float32(device="cuda") -> None:
         raise error(TORCH_TF32, f"float32 products on {key} are off by {worst:.1e} of their "
                                 f"scale (float32 gives ~1e-7, TF32 ~1e-4)")
     _exact_devices.add(key)
+
+
+def quiet_wavlm_mask_warning() -> None:
+    """Silences one torch warning for this process, and no other.
+
+    WavLM hands torch's attention a boolean key-padding mask beside its float position bias;
+    torch warns that mixing the two types is deprecated and converts the mask itself. The
+    converted mask gives exactly the masking asked for, so no output changes: padded WavLM
+    batches equal each utterance alone (test_ssl.py and test_xvector.py, WavLM cases). Left on,
+    the message would repeat in every job log of every WavLM stage."""
+    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
+                            category=UserWarning)

@@ -17,18 +17,9 @@ from pathlib import Path
 import torch
 
 from build_ssl_model import _config as ssl_config
+from build_ssl_model import perturb_norms
 
 XVECTOR_KINDS = ("wavlm", "unispeech-sat", "wav2vec2")
-
-
-def _perturb_norms(model: torch.nn.Module, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and \
-                    module.weight is not None:
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
 
 
 def build_whisper(dest, seed: int = 0) -> Path:
@@ -44,7 +35,7 @@ def build_whisper(dest, seed: int = 0) -> Path:
                            init_std=0.1, suppress_tokens=[], begin_suppress_tokens=[])
     torch.manual_seed(seed)
     model = WhisperModel(config).eval()
-    _perturb_norms(model, seed + 1)
+    perturb_norms(model, seed + 1)
     model.save_pretrained(dest)
     WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160,
                             chunk_length=30, n_fft=400).save_pretrained(dest)
@@ -66,7 +57,7 @@ def build_w2v_bert(dest, seed: int = 0) -> Path:
                                 add_adapter=False, initializer_range=0.1)
     torch.manual_seed(seed)
     model = Wav2Vec2BertModel(config).eval()
-    _perturb_norms(model, seed + 1)
+    perturb_norms(model, seed + 1)
     model.save_pretrained(dest)
     SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, stride=2,
                                 padding_value=1.0).save_pretrained(dest)
@@ -95,7 +86,7 @@ def build_xvector(dest, kind: str = "wavlm", norm: str = "group", seed: int = 0)
         "wav2vec2": (Wav2Vec2Config, Wav2Vec2ForXVector)}[kind]
     torch.manual_seed(seed)
     model = model_class(config_class(**base)).eval()
-    _perturb_norms(model, seed + 1)
+    perturb_norms(model, seed + 1)
     model.save_pretrained(dest)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
                              do_normalize=True, return_attention_mask=True).save_pretrained(dest)

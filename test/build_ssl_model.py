@@ -58,6 +58,18 @@ def _config(kind: str, norm: str, small: bool):
     return Wav2Vec2Config(**common)
 
 
+def perturb_norms(model: torch.nn.Module, seed: int) -> None:
+    """Layer and group norms away from their identity initialisation (scales 1 +- 0.2, biases
+    +- 0.2), so that what they normalise over shows in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and \
+                    module.weight is not None:
+                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+
+
 def build(dest, kind: str = "hubert", norm: str = "group", small: bool = True,
           seed: int = 0) -> Path:
     """Writes the model and its feature extractor to ``dest``; returns ``dest``."""
@@ -67,13 +79,7 @@ def build(dest, kind: str = "hubert", norm: str = "group", small: bool = True,
     config = _config(kind, norm, small)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and \
-                    module.weight is not None:
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+    perturb_norms(model, seed + 1)
     model.eval()
     model.save_pretrained(dest)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,

@@ -119,7 +119,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -142,6 +141,26 @@ POOL = Option("pool", str, "none", "none: frames; mean or last: one vector per u
               "per window)", choices=POOLS)
 # Audio seconds (padded) per forward pass in window mode.
 WINDOW_BATCH_SECONDS = 60.0
+
+
+def layer_streams(layers: Sequence[int], shape: str, dim: Optional[int],
+                  frame_shift: Optional[float] = None, timed: bool = False) -> List[Stream]:
+    """A stream per hidden state (``layer<k>``) and, for windows pooled or causal (``timed``),
+    the ``times`` stream of their (start, end) in seconds, stored exactly: float16 would round
+    2.8795 to 2.88. Shared by ssl, whisper and w2v_bert, in their pre-flight and once loaded."""
+    streams = [Stream(f"layer{n}", shape=shape, frame_shift=frame_shift, dim=dim)
+               for n in layers]
+    if timed:
+        streams.append(Stream("times", shape=FRAMES, frame_shift=frame_shift, dim=2, exact=True))
+    return streams
+
+
+def keep_layers(layers: "torch.nn.ModuleList", highest: int) -> "torch.nn.ModuleList":
+    """The encoder layers hidden state ``highest`` needs, and one more: the one kept makes sure
+    the highest requested state is never the last, which transformers may take after (or
+    replace by) the encoder's final layer norm; hidden state ``len(layers)`` keeps them all."""
+    keep = min(highest + 1, len(layers))
+    return layers if keep == len(layers) else torch.nn.ModuleList(list(layers)[:keep])
 
 
 def parse_layers(spec: str, num_layers: int) -> List[int]:
@@ -198,10 +217,8 @@ class SSLExtractor(Extractor):
                              f"encoder with a convolutional front end (its config.json)")
         layers = parse_layers(options["layers"], int(config["num_hidden_layers"]))
         shape = FRAMES if options["pool"] == "none" or mode is not None else VECTOR
-        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size"))
-                   for n in layers]
-        timed = mode in (windows.POOLED, windows.CAUSAL)
-        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if timed else [])
+        return layer_streams(layers, shape, config.get("hidden_size"),
+                             timed=mode in (windows.POOLED, windows.CAUSAL))
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
                  pool: str = "none", window_seconds: Optional[float] = None,
@@ -273,12 +290,9 @@ class SSLExtractor(Extractor):
             hop = self.hop / self.sample_rate
         elif frame_level:
             hop = self.unit / self.sample_rate
-        self.streams = tuple(Stream(f"layer{n}", shape=FRAMES if frame_level else VECTOR,
-                                    frame_shift=hop, dim=int(config.hidden_size))
-                             for n in self.layers)
-        if self.mode in (windows.POOLED, windows.CAUSAL):
-            # Seconds: float16 would round 2.8795 to 2.88.
-            self.streams += (Stream("times", shape=FRAMES, frame_shift=hop, dim=2, exact=True),)
+        self.streams = tuple(layer_streams(self.layers, FRAMES if frame_level else VECTOR,
+                                           int(config.hidden_size), hop,
+                                           timed=self.mode in (windows.POOLED, windows.CAUSAL)))
 
         # Exact padded batches for the known architectures (module docstring); others get
         # batches of identical lengths only. Window mode groups windows by length itself.
@@ -297,19 +311,9 @@ class SSLExtractor(Extractor):
                 compat.hook_positional_convolutions(
                     self.model, lambda: self._batch.frames,
                     required=config.model_type == "data2vec-audio")]
-            # Layers after the highest requested one are not needed; one more is kept, so the
-            # highest requested hidden state is never the last one (which transformers may
-            # replace by, or take after, the encoder's final layer norm).
-            keep = min(self.layers[-1] + 1, self.num_layers)
-            if keep < len(encoder.layers):
-                encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:keep])
+            encoder.layers = keep_layers(encoder.layers, self.layers[-1])
         if config.model_type == "wavlm":
-            # WavLM hands torch a boolean key-padding mask with its float position bias; torch
-            # warns that mixing the two types is deprecated and converts the mask itself, so the
-            # output is unchanged (batched == each utterance alone: test_ssl.py, WavLM cases).
-            # Only this message is silenced, once per job, not every UserWarning.
-            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
-                                    category=UserWarning)
+            compat.quiet_wavlm_mask_warning()
 
     # -- engine interface -----------------------------------------------------------------
 

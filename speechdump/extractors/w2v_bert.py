@@ -44,7 +44,8 @@ from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
-from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, forward_windows, parse_layers
+from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+                                       keep_layers, layer_streams, parse_layers)
 from speechdump.lazy import torch
 
 MODEL_TYPES = ("wav2vec2-bert",)
@@ -77,10 +78,8 @@ class W2vBertExtractor(Extractor):
             return [Stream(shape=shape)]
         config = hf_models.read_config(source, cls.name, MODEL_TYPES)
         layers = parse_layers(options["layers"], int(config.get("num_hidden_layers", 0)))
-        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("hidden_size"))
-                   for n in layers]
-        timed = mode in (windows.POOLED, windows.CAUSAL)
-        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if timed else [])
+        return layer_streams(layers, shape, config.get("hidden_size"),
+                             timed=mode in (windows.POOLED, windows.CAUSAL))
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", layers: str = "all",
                  pool: str = "none", window_seconds: Optional[float] = None,
@@ -122,20 +121,15 @@ class W2vBertExtractor(Extractor):
         self.num_layers = int(config.num_hidden_layers)
         self.layers = parse_layers(layers, self.num_layers)
         self.pool = pool
-        # As in the ssl toolkit: layers past the highest requested one but one are never run.
-        keep = min(self.layers[-1] + 1, self.num_layers)
-        encoder = self.model.encoder
-        encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:keep])
+        self.model.encoder.layers = keep_layers(self.model.encoder.layers, self.layers[-1])
         self.model.adapter = None  # only changes last_hidden_state, never read here
         self.model.intermediate_ffn = None
         timed = self.mode in (windows.POOLED, windows.CAUSAL)
         shape = FRAMES if pool == "none" or timed else VECTOR
         shift = (self.hop if timed else self.unit) / self.sample_rate if shape == FRAMES \
             else None
-        self.streams = tuple(Stream(f"layer{n}", shape=shape, frame_shift=shift,
-                                    dim=int(config.hidden_size)) for n in self.layers)
-        if timed:
-            self.streams += (Stream("times", shape=FRAMES, frame_shift=shift, dim=2, exact=True),)
+        self.streams = tuple(layer_streams(self.layers, shape, int(config.hidden_size), shift,
+                                           timed))
 
     def num_frames(self, samples: int) -> int:
         """The formula of the module docstring (fbank frames, in pairs)."""

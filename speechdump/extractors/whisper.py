@@ -58,7 +58,8 @@ from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
-from speechdump.extractors.ssl import LAYERS, POOL, POOLS, _to_numpy, forward_windows, parse_layers
+from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+                                       keep_layers, layer_streams, parse_layers)
 from speechdump.lazy import torch
 from speechdump.windows import stitch_bounds, window_starts
 
@@ -108,8 +109,7 @@ class WhisperExtractor(Extractor):
             return [Stream(shape=shape)]
         config = hf_models.read_config(source, cls.name, MODEL_TYPES)
         layers = parse_layers(options["layers"], int(config.get("encoder_layers", 0)))
-        streams = [Stream(f"layer{n}", shape=shape, dim=config.get("d_model")) for n in layers]
-        return streams + ([Stream("times", shape=FRAMES, dim=2, exact=True)] if causal else [])
+        return layer_streams(layers, shape, config.get("d_model"), timed=causal)
 
     @staticmethod
     def _check_windows(options) -> bool:
@@ -175,18 +175,12 @@ class WhisperExtractor(Extractor):
         self.num_layers = len(self.encoder.layers)
         self.layers = parse_layers(layers, self.num_layers)
         self.pool = pool
-        # Layers after the highest requested one but one are never run (the one kept makes sure
-        # the highest requested state is not the last, which transformers takes after the final
-        # layer norm); hidden state num_layers, when asked for, keeps them all.
-        keep = min(self.layers[-1] + 1, self.num_layers)
-        self.encoder.layers = torch.nn.ModuleList(list(self.encoder.layers)[:keep])
+        self.encoder.layers = keep_layers(self.encoder.layers, self.layers[-1])
         shape = FRAMES if pool == "none" or self.causal else VECTOR
         shift = (self.hop if self.causal else self.unit) / self.sample_rate \
             if shape == FRAMES else None
-        self.streams = tuple(Stream(f"layer{n}", shape=shape, frame_shift=shift,
-                                    dim=int(self.encoder.config.d_model)) for n in self.layers)
-        if self.causal:
-            self.streams += (Stream("times", shape=FRAMES, frame_shift=shift, dim=2, exact=True),)
+        self.streams = tuple(layer_streams(self.layers, shape, int(self.encoder.config.d_model),
+                                           shift, self.causal))
 
     def num_frames(self, samples: int) -> int:
         """True output frames of ``samples``: mel frames starting inside the audio, through the

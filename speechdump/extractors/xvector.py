@@ -30,7 +30,6 @@ wavlm-base-plus-sv); shorter input is refused as a bad utterance.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import List, Optional
 
 import numpy as np
@@ -92,9 +91,7 @@ class XVectorExtractor(Extractor):
                                                 lambda: self._batch.lengths),
                         compat.patch_tdnn_lengths(self.model)]
         if config.model_type == "wavlm":
-            # WavLM hands torch a boolean key-padding mask with its float position bias.
-            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
-                                    category=UserWarning)
+            compat.quiet_wavlm_mask_warning()
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         wave = np.ascontiguousarray(wave, dtype=np.float32)
