@@ -143,6 +143,11 @@ POOL = Option("pool", str, "none", "none: frames; mean or last: one vector per u
 WINDOW_BATCH_SECONDS = 60.0
 
 
+# The options of an encoder whose hidden states may be taken in windows (ssl, w2v_bert).
+WINDOWED_ENCODER_OPTIONS = (LAYERS, POOL, windows.WINDOW_SECONDS, windows.HOP_SECONDS,
+                            windows.CAUSAL_OPTION)
+
+
 def layer_streams(layers: Sequence[int], shape: str, dim: Optional[int],
                   frame_shift: Optional[float] = None, timed: bool = False) -> List[Stream]:
     """A stream per hidden state (``layer<k>``) and, for windows pooled or causal (``timed``),
@@ -197,13 +202,7 @@ class SSLExtractor(Extractor):
     model_help = ("a local directory holding a transformers speech encoder and its feature "
                   "extractor (config.json, model weights, preprocessor_config.json), e.g. a copy "
                   "of facebook/hubert-base-ls960, or a hub name")
-    options = (
-        LAYERS,
-        POOL,
-        windows.WINDOW_SECONDS,
-        windows.HOP_SECONDS,
-        windows.CAUSAL_OPTION,
-    )
+    options = WINDOWED_ENCODER_OPTIONS
 
     @classmethod
     def check(cls, model, options):

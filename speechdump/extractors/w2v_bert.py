@@ -44,7 +44,7 @@ from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
-from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+from speechdump.extractors.ssl import (POOLS, WINDOWED_ENCODER_OPTIONS, _to_numpy, forward_windows,
                                        keep_layers, layer_streams, parse_layers)
 from speechdump.lazy import torch
 
@@ -60,13 +60,7 @@ class W2vBertExtractor(Extractor):
     model_help = ("a local directory holding a Wav2Vec2BertModel and its feature extractor "
                   "(config.json, model weights, preprocessor_config.json), e.g. a copy of "
                   "facebook/w2v-bert-2.0, or a hub name")
-    options = (
-        LAYERS,
-        POOL,
-        windows.WINDOW_SECONDS,
-        windows.HOP_SECONDS,
-        windows.CAUSAL_OPTION,
-    )
+    options = WINDOWED_ENCODER_OPTIONS
 
     @classmethod
     def check(cls, model, options):
