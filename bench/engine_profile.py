@@ -14,6 +14,9 @@ resample + prepare, on their own threads) fits beside it; everything else is the
 
     tools/venv/bin/python bench/engine_profile.py --toolkit speechbrain --model <ecapa dir>
     tools/venv/bin/python bench/engine_profile.py --toolkit ssl --model <hubert dir> --layers 6
+
+Last, the limit of the forward passes: their floating-point operations against the machine's
+measured peak (a large ``torch.mm`` at the same thread count), in both layouts.
 """
 
 import argparse
@@ -55,10 +58,10 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--toolkit", default="speechbrain")
     p.add_argument("--model", required=True)
-    p.add_argument("--layers", default="6", help="ssl: the hidden states kept")
+    p.add_argument("--layers", default="6", help="ssl, whisper: the hidden states kept")
     p.add_argument("--repeat", type=int, default=2, help="timed passes; the best is kept")
     args = p.parse_args()
-    options = {"layers": args.layers} if args.toolkit == "ssl" else {}
+    options = {"layers": args.layers} if args.toolkit in ("ssl", "whisper") else {}
     torch.set_num_threads(1)
     extractor = load_extractor(args.toolkit, args.model, "cpu", **options)
     rate = extractor.sample_rate
@@ -130,6 +133,45 @@ def main():
     print(f"loaders' work {loaders:.2f} CPU s; forward {parts['forward, 1 thread']:.2f} CPU s; "
           f"on {cores} cores a job is bounded below by "
           f"{(loaders + parts['forward, 1 thread'] + parts['write']) / cores:.2f} s")
+    flops = forward_flops(extractor, prepared)
+    print(f"forward: {flops / 1e9:.1f} GFLOP ({flops / 1e9 / audio:.2f} GFLOP per second of "
+          "audio, torch.utils.flop_counter)")
+    print("| layout | forward wall s | achieved GFLOP/s | peak GFLOP/s (torch.mm 4096, same "
+          "threads) | share of peak |")
+    print("|---|---|---|---|---|")
+    for (name, seconds), threads in zip(walls.items(), (cores, 1)):
+        peak = peak_flops(cores, threads, args.repeat)
+        print(f"| {name} | {seconds:.2f} | {flops / seconds / 1e9:.0f} | {peak / 1e9:.0f} | "
+              f"{100 * flops / seconds / peak:.0f} % |")
+
+
+def forward_flops(extractor, prepared) -> float:
+    """Floating-point operations of every forward pass (matrix products and convolutions, as
+    torch's flop counter counts them: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        for item in prepared:
+            extractor.forward([item])
+    return float(counter.get_total_flops())
+
+
+def peak_flops(cores: int, threads: int, repeat: int, n: int = 4096) -> float:
+    """The machine's measured peak: FLOP/s of n x n float32 products, on ``cores`` cores as
+    ``cores // threads`` products at once of ``threads`` torch threads each (the layout's)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.set_num_threads(threads)
+    passes = cores // threads
+
+    def products():
+        workers = [threading.Thread(target=lambda: a @ b) for _ in range(passes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    products()
+    best = min(wall_seconds(products)[1] for _ in range(max(repeat, 3)))
+    return passes * 2 * n ** 3 / best
 
 
 if __name__ == "__main__":

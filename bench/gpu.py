@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
 sys.path.insert(0, str(REPO))
 
 from speechdump import engine, precision  # noqa: E402
@@ -42,53 +41,7 @@ from speechdump.batching import plan_batches  # noqa: E402
 from speechdump.errors import OptionError  # noqa: E402
 from speechdump.extractors import load_extractor  # noqa: E402
 from sample_corpus import corpus  # noqa: E402  (bench/: the samples repeated)
-
-# name -> (toolkit, options)
-MODELS = {
-    "ecapa": ("speechbrain", {}),
-    "hubert-layer6": ("ssl", {"layers": "6"}),
-    "hubert-all": ("ssl", {}),
-    "whisper-base": ("whisper", {"layers": "all"}),
-    "encodec": ("codec", {"bandwidth": "6.0"}),
-}
-
-
-def build(name: str, dest: Path, small: bool) -> Path:
-    """The model directory of ``name``: real size, or the tests' small one with ``small``."""
-    if name == "ecapa":
-        from build_speechbrain_model import build as build_speechbrain
-
-        channels = [64, 64, 64, 64, 192] if small else [1024, 1024, 1024, 1024, 3072]
-        return build_speechbrain(dest, kind="ecapa", channels=channels)
-    if name.startswith("hubert"):
-        from build_ssl_model import build as build_ssl
-
-        return build_ssl(dest, kind="hubert", norm="group", small=small)
-    if name == "whisper-base":
-        if small:
-            from build_hf_models import build_whisper
-
-            return build_whisper(dest)
-        from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
-
-        config = WhisperConfig(num_mel_bins=80, d_model=512, encoder_layers=6,
-                               encoder_attention_heads=8, encoder_ffn_dim=2048,
-                               decoder_layers=1, decoder_attention_heads=8, decoder_ffn_dim=2048,
-                               max_source_positions=1500)
-        WhisperModel(config).save_pretrained(dest)
-        WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160,
-                                chunk_length=30, n_fft=400).save_pretrained(dest)
-        return dest
-    if small:
-        from build_codec_models import build as build_codec
-
-        return build_codec(dest, "encodec")
-    from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel
-
-    EncodecModel(EncodecConfig()).save_pretrained(dest)  # encodec_24khz's architecture
-    EncodecFeatureExtractor(feature_size=1, sampling_rate=24000).save_pretrained(dest)
-    return dest
-
+from models import MODELS, build  # noqa: E402  (bench/: the models at real size)
 
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
@@ -186,7 +139,7 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default="ecapa,hubert-layer6,hubert-all,whisper-base,encodec")
     p.add_argument("--precisions", default=",".join(precision.PRECISIONS))
     p.add_argument("--batch_seconds", type=float, default=300.0)
     p.add_argument("--batch_size", type=int, default=64)

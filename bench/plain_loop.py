@@ -3,12 +3,16 @@
 ``extract_spk_embed.py`` does it, at torch's default thread count (one per core).
 
 For each line of wav.scp: decode (soundfile), mix to mono, resample to the model's rate
-(torchaudio's sinc), run the model on that utterance alone, write the result with kaldiio's
+(torchaudio's sinc), run the model on that utterance alone (Resemblyzer: ``preprocess_wav`` and
+``embed_utterance``; Whisper: its feature extractor's 30 s log-mel, the encoder's hidden state
+trimmed to the frames that hold audio), write the result with kaldiio's
 WriteHelper (ark + scp). A thread decodes the next utterances while the model runs, as
 ESPnet's data loader does. The model load is timed apart from the loop.
 
     plain_loop.py speechbrain <model_dir> <wav.scp> <out_stem>
     plain_loop.py ssl <model_dir> <wav.scp> <out_stem> --layer 6
+    plain_loop.py resemblyzer - <wav.scp> <out_stem>
+    plain_loop.py whisper <model_dir> <wav.scp> <out_stem> --layer 6
 
 Prints ``model_load_s`` and ``loop_s`` (first decode to last write) on its last line.
 """
@@ -66,17 +70,41 @@ def ssl_model(model: str, args):
     return layer
 
 
+def resemblyzer_model(_model: str, _args):
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    encoder = VoiceEncoder("cpu", verbose=False)
+    return lambda wave: encoder.embed_utterance(preprocess_wav(wave.numpy(), source_sr=RATE))
+
+
+def whisper_model(model: str, args):
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    extractor = WhisperFeatureExtractor.from_pretrained(model)
+    encoder = WhisperModel.from_pretrained(model).get_encoder().eval()
+
+    def layer(wave):
+        features = extractor(wave.numpy(), sampling_rate=RATE, return_tensors="pt").input_features
+        frames = -(-len(wave) // 320)  # the 20 ms frames that hold audio
+        return encoder(features, output_hidden_states=True).hidden_states[args.layer][0, :frames]
+    return layer
+
+
+MODELS = {"speechbrain": speechbrain_model, "ssl": ssl_model, "resemblyzer": resemblyzer_model,
+          "whisper": whisper_model}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("toolkit", choices=("speechbrain", "ssl"))
+    p.add_argument("toolkit", choices=sorted(MODELS))
     p.add_argument("model")
     p.add_argument("wav_scp")
     p.add_argument("out_stem")
     p.add_argument("--layer", type=int, default=6)
     args = p.parse_args()
     start = time.perf_counter()
-    run = (speechbrain_model if args.toolkit == "speechbrain" else ssl_model)(args.model, args)
+    run = MODELS[args.toolkit](args.model, args)
     loaded = time.perf_counter()
     utts = 0
     with torch.inference_mode(), kaldiio.WriteHelper(

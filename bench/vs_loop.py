@@ -26,7 +26,10 @@ import numpy as np
 import soundfile
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "test"))  # random-init model builders shared with the tests
+sys.path.insert(0, str(REPO))
+
+from models import build  # noqa: E402  (bench/: the models at real size)
+from speechdump.device import cpu_description  # noqa: E402
 
 SAMPLES = REPO / "samples" / "real_speech"
 
@@ -55,30 +58,29 @@ def make_corpus(dest: Path, copies: int) -> Path:
     return dest
 
 
-def build_model(toolkit: str, dest: Path) -> Path:
-    if toolkit == "speechbrain":
-        from build_speechbrain_model import build
-
-        return build(dest, kind="ecapa", channels=[1024, 1024, 1024, 1024, 3072])
-    from build_ssl_model import build
-
-    return build(dest, kind="hubert", norm="group", small=False)
+# toolkit -> the model of bench/models.py it runs, and the stage that extracts it
+TOOLKITS = {"speechbrain": ("ecapa", "extract_spk_embed.sh"),
+            "resemblyzer": ("resemblyzer", "extract_spk_embed.sh"),
+            "ssl": ("hubert-layer6", "extract_ssl_feats.sh"),
+            "whisper": ("whisper-base", "extract_ssl_feats.sh")}
 
 
-def commands(toolkit: str, model: Path, data: Path, layer: int):
+def commands(toolkit: str, model, data: Path, layer: int, njs, layouts):
     """{name: argv (its out dir last, as {out})} of the runs compared."""
     python = sys.executable
-    loop = [python, str(REPO / "bench" / "plain_loop.py"), toolkit, str(model),
+    loop = [python, str(REPO / "bench" / "plain_loop.py"), toolkit, str(model or "-"),
             str(data / "wav.scp"), "{out}/loop", "--layer", str(layer)]
-    if toolkit == "speechbrain":
-        stage = [str(REPO / "scripts" / "extract_spk_embed.sh"), "--toolkit", "speechbrain"]
-    else:
-        stage = [str(REPO / "scripts" / "extract_ssl_feats.sh"), "--toolkit", "ssl",
-                 "--extractor_opts", f"--layers {layer}"]
+    script = TOOLKITS[toolkit][1]
+    stage = [str(REPO / "scripts" / script), "--toolkit", toolkit,
+             *(["--model", str(model)] if model else [])]
+    if script == "extract_ssl_feats.sh":
+        stage += ["--extractor_opts", f"--layers {layer}"]
     runs = {"loop": loop}
-    for nj in (1, 2):
-        runs[f"stage --nj {nj}"] = [*stage, "--model", str(model), "--nj", str(nj), str(data),
-                                    "{out}"]
+    for nj in njs:
+        runs[f"stage --nj {nj}"] = [*stage, "--nj", str(nj), str(data), "{out}"]
+    for layout in layouts:
+        runs[f"stage {layout}"] = [*stage, "--nj", "1", "--cpu_layout", layout, str(data),
+                                   "{out}"]
     return runs
 
 
@@ -94,20 +96,22 @@ def check_outputs(toolkit: str, data: Path, loop_out: Path, stage_out: Path, lay
     samples in), and over all (the loop resamples with torchaudio's default sinc, the stage
     with speechdump's Kaiser-windowed one)."""
     loop = dict(kaldiio.load_scp(str(loop_out / "loop.scp")))
-    scp = "speechbrain.scp" if toolkit == "speechbrain" else f"feats_layer{layer}.scp"
+    scp = (f"{toolkit}.scp" if TOOLKITS[toolkit][1] == "extract_spk_embed.sh"
+           else f"feats_layer{layer}.scp")
     stage = dict(kaldiio.load_scp(str(stage_out / scp)))
     native = {utt for utt, path in (line.split(maxsplit=1) for line in
                                     (data / "wav.scp").read_text().splitlines())
               if soundfile.info(path.strip()).samplerate == 16000}
-    if toolkit == "speechbrain":
+    if scp == f"{toolkit}.scp":
         def score(utts):
             return min(float(loop[u] @ stage[u] / np.linalg.norm(loop[u])
                              / np.linalg.norm(stage[u])) for u in utts)
         what = "lowest cosine"
     else:
         def score(utts):
-            return max(float(np.abs(loop[u] - stage[u]).max()) for u in utts)
-        what = "max abs difference"
+            return max(float(np.abs(loop[u] - stage[u]).max() / np.abs(loop[u]).max())
+                       for u in utts)
+        what = "max difference / max |value|"
     return (f"{what} stage vs loop: {score(native):.6g} on the 16 kHz recordings, "
             f"{score(loop):.6g} on all (resamplers differ)")
 
@@ -115,7 +119,10 @@ def check_outputs(toolkit: str, data: Path, loop_out: Path, stage_out: Path, lay
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--toolkits", default="speechbrain,ssl")
+    p.add_argument("--toolkits", default=",".join(TOOLKITS))
+    p.add_argument("--nj", default="1", help="the stage's --nj values, comma-separated")
+    p.add_argument("--layouts", default="",
+                   help="also the stage at --nj 1 with each of these --cpu_layout values")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--copies", type=int, default=5)
     p.add_argument("--layer", type=int, default=6)
@@ -126,13 +133,15 @@ def main():
     audio = sum(float(line.split()[1]) for line in (data / "utt2dur").read_text().splitlines())
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{REPO / 'utils'}:"
                                 f"{os.environ['PATH']}", LC_ALL="C")
+    print(cpu_description())
     print(f"corpus: {len(data.joinpath('wav.scp').read_text().splitlines())} utterances, "
           f"{audio:.0f} s of audio; {os.cpu_count()} cores; {args.rounds} rounds")
     for toolkit in args.toolkits.split(","):
-        model = work / "models" / toolkit
-        if not model.exists():
-            build_model(toolkit, model)
-        runs = commands(toolkit, model, data, args.layer)
+        name = TOOLKITS[toolkit][0]
+        model = work / "models" / name
+        model = model if model.exists() else build(name, model)  # None: Resemblyzer's own
+        runs = commands(toolkit, model, data, args.layer, args.nj.split(","),
+                        [x for x in args.layouts.split(",") if x])
         names = list(runs)
         walls = {name: [] for name in names}
         engine, loop_alone = [], []

@@ -37,6 +37,7 @@ def describe(stream) -> str:
 
 
 def main(argv=None) -> int:
+    from speechdump.device import check_cpu_layout
     from speechdump.errors import OptionError
     from speechdump.extractors import check, get_class
     from speechdump.extractors.base import check_storage
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     _, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
     check_precision(args.precision, args.device, streams, args.toolkit)
+    check_cpu_layout(args.cpu_layout, args.device, get_class(args.toolkit))
     accepts, needs = STAGES[args.stage]
     if not accepts(streams):
         raise OptionError(f"the {args.stage} stage needs {needs}; --toolkit {args.toolkit} with "

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from speechdump import cli, engine, precision
 from speechdump.data import read_utterances, write_table
-from speechdump.device import describe_device, job_cpus
+from speechdump.device import cpu_layout, describe_device, job_cpus
 from speechdump.errors import WriteError
 from speechdump.extractors import check, get_class, load_extractor
 from speechdump.extractors.base import check_storage
@@ -39,10 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="and at most this many seconds of audio (bounds memory for long audio)")
     p.add_argument("--num_threads", type=int, default=0,
                    help="the CPU cores this job computes on; 0: the CPUs it was given (Slurm's "
-                        "allocation, else its CPU affinity). On the CPU, a toolkit whose forward "
-                        "pass allows it runs that many forward passes at once, one torch thread "
-                        "each, so its outputs do not depend on this number; any other runs one "
-                        "forward pass on that many torch threads")
+                        "allocation, else its CPU affinity), spent as --cpu_layout says")
     p.add_argument("--skip_bad", type=cli.str2bool, default=False,
                    help="list bad utterances in bad_utts.<job> and go on")
     p.add_argument("--segments", default=None, help="segments file over wav_scp's recordings")
@@ -63,10 +60,8 @@ def main(argv=None) -> int:
         args.num_threads = job_cpus()
         logging.info("--num_threads %d: one per CPU this job was given", args.num_threads)
     cls = get_class(args.toolkit)
-    # Several single-threaded forward passes give each output what one thread gives it, so the
-    # cores a job gets (which follow --nj) never change a value; torch threads would.
-    workers = args.num_threads if cls.concurrent_forward and args.device == "cpu" else 1
-    torch_threads = args.num_threads // workers
+    layout, workers, torch_threads = cpu_layout(args.cpu_layout, args.device, cls,
+                                                args.num_threads)
     torch.set_num_threads(torch_threads)
     # numpy's BLAS would otherwise start a thread per core in every loader thread, and those
     # spin against the model's threads.
@@ -85,6 +80,8 @@ def main(argv=None) -> int:
     config = {"toolkit": args.toolkit, "model_path": args.model, "tag": args.tag,
               "dtype": args.dtype, "compress": args.compress, "precision": args.precision,
               "options": values, "model": model_identity(fingerprint),
+              # The rounding of the floats follows the layout, and intra_op's the thread count.
+              "cpu_layout": layout if layout != "intra_op" else f"intra_op/{torch_threads}",
               "versions": versions(cls.packages)}
     lines = input_lines(utterances)
     inputs = {"utterances": len(lines), "sha1": digest(lines)}
@@ -102,13 +99,10 @@ def main(argv=None) -> int:
     device = describe_device(args.device)
     extractor = load_extractor(args.toolkit, args.model, args.device, **values)
     precision.configure(args.precision, args.device)  # after the load: SpeechBrain sets TF32
-    logging.info("%s on %s at --precision %s, %d core(s): %d forward pass(es) at once, %d "
-                 "torch thread(s) each; %d loader thread(s)", args.toolkit, device,
-                 args.precision, args.num_threads, workers, torch_threads, args.num_workers)
-    if workers == 1 and torch_threads > 1 and args.device == "cpu":
-        logging.warning("%s runs one forward pass on %d torch threads: its float outputs may "
-                        "differ, at the rounding level, from a run with another thread count "
-                        "(another --nj)", args.toolkit, torch_threads)
+    logging.info("%s on %s at --precision %s, %d core(s), --cpu_layout %s: %d forward pass(es) "
+                 "at once, %d torch thread(s) each; %d loader thread(s)", args.toolkit, device,
+                 args.precision, args.num_threads, layout, workers, torch_threads,
+                 args.num_workers)
     options = engine.EngineOptions(batch_seconds=args.batch_seconds, batch_size=args.batch_size,
                                    num_workers=args.num_workers, compute_workers=workers,
                                    sort_window=args.sort_window,

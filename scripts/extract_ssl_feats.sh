@@ -23,9 +23,9 @@ num_workers=2        # loader threads per job (decode, resample, features)
 sort_window=128      # utterances sorted by length together; bounds memory and write latency
 sort_window_seconds=600  # ... and at most this much audio: bounds memory for long utterances
 num_threads=auto     # CPU cores per job; auto: with run.pl this machine's cores divided among
-                     # the jobs that run at once, else the CPUs each job is given. A job runs
-                     # that many single-threaded forward passes at once: outputs never depend
-                     # on it
+                     # the jobs that run at once, else the CPUs each job is given
+cpu_layout=auto      # how a CPU job spends them: intra_op (one forward pass on all), passes (one
+                     # single-threaded pass per core at once), auto (the toolkit's faster one)
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 force=false          # true: run every job again, even those whose outputs are up to date
 tag=feats            # output stem: <tag>_<stream>.scp per named stream (ssl: layer<N>), else <tag>.scp
@@ -42,7 +42,8 @@ Options:
   --dtype <$dtype> --compress <$compress>
   --batch_seconds <$batch_seconds> --batch_size <$batch_size> --num_workers <$num_workers>
   --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
-  --num_threads <$num_threads|N> --skip_bad <$skip_bad> --force <$force>
+  --num_threads <$num_threads|N> --cpu_layout <$cpu_layout|intra_op|passes>
+  --skip_bad <$skip_bad> --force <$force>
   --tag <$tag> --python <$python>"
 
 . "$root/scripts/lib/extract_stage.sh"

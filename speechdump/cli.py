@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from speechdump.device import CPU_LAYOUTS
 from speechdump.errors import OptionError, SpeechdumpError
 from speechdump.extractors import available, declared_options, get_class
 from speechdump.extractors.base import parse_bool
@@ -36,6 +37,12 @@ def add_general_options(p: argparse.ArgumentParser) -> None:
                    help="arithmetic of the forward passes: fp32 (exact float32, TF32 off), "
                         "tf32 (GPU only), bf16 or fp16 (torch.autocast; fp16 GPU only); "
                         "outputs are stored as --dtype says (speechdump/precision.py)")
+    p.add_argument("--cpu_layout", default="auto", choices=CPU_LAYOUTS,
+                   help="how a CPU job spends its cores: intra_op (one forward pass on all of "
+                        "them, as a plain loop), passes (one single-threaded pass per core at "
+                        "once), auto (the toolkit's declared choice, the faster one in "
+                        "bench/cpu_layout.py). Floats follow the layout and, with intra_op, the "
+                        "core count at the rounding level")
     p.add_argument("--compress", type=str2bool, default=False,
                    help="Kaldi-compress float32 matrices (lossy, as copy-feats --compress)")
 

@@ -1,8 +1,10 @@
-"""The compute device a job was given: checked before any work, and named for its log."""
+"""The compute device a job was given and how it spends its CPU cores: checked before any
+work, and named for its log and bench rows."""
 
 import os
+from typing import Tuple
 
-from speechdump.errors import DeviceError
+from speechdump.errors import DeviceError, OptionError
 
 
 def describe_device(device: str) -> str:
@@ -34,3 +36,69 @@ def job_cpus() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return len(os.sched_getaffinity(0))
+
+
+# Kernel-selection settings of torch, oneDNN, MKL and OpenBLAS: a job's floats follow them.
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                   "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE")
+# The CPU flags the kernels choose by.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "amx_tile", "amx_bf16")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and family (``/proc/cpuinfo``), e.g. ``AMD EPYC (family 25)``."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return "unknown CPU"
+    flags = set(fields.get("flags", "").split())
+    family = f" (family {fields['cpu family']})" if "cpu family" in fields else ""
+    present = " ".join(flag for flag in KERNEL_FLAGS if flag in flags)
+    return (f"{fields.get('model name', 'unknown CPU')}{family}; flags: "
+            f"{present or 'none of ' + ' '.join(KERNEL_FLAGS)}")
+
+
+def cpu_description() -> str:
+    """What decides the CPU kernels of this process: the CPU, torch's capability line and the
+    kernel-selection settings in force (for bench rows and CI logs)."""
+    import torch
+
+    settings = [f"{name}={os.environ[name]}" for name in KERNEL_SETTINGS if name in os.environ]
+    return (f"CPU: {cpu_model()}; torch {torch.__version__} CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; "
+            f"{' '.join(settings) or 'no kernel settings'}")
+
+
+CPU_LAYOUTS = ("auto", "intra_op", "passes")
+
+
+def check_cpu_layout(requested: str, device: str, extractor_cls) -> None:
+    """Pre-flight of ``--cpu_layout``: an OptionError where it cannot apply."""
+    if requested == "auto":
+        return
+    if not device.startswith("cpu"):
+        raise OptionError(f"--cpu_layout {requested}: it lays out a CPU job's cores; --device "
+                          f"{device} runs the model on the GPU (leave --cpu_layout auto)")
+    if requested == "passes" and not extractor_cls.concurrent_forward:
+        raise OptionError(f"--cpu_layout passes: {extractor_cls.name} cannot run forward passes "
+                          "on several threads at once (concurrent_forward); use intra_op")
+
+
+def cpu_layout(requested: str, device: str, extractor_cls, cores: int) -> Tuple[str, int, int]:
+    """(layout, forward passes at once, torch threads each) of a job given ``cores`` CPUs:
+    ``--cpu_layout`` as given, or for ``auto`` the extractor's declared ``cpu_layout``. On a
+    GPU: one pass, and the cores as torch threads for what runs on the CPU."""
+    check_cpu_layout(requested, device, extractor_cls)
+    if not device.startswith("cpu"):
+        return "gpu", 1, cores
+    layout = extractor_cls.cpu_layout if requested == "auto" else requested
+    if layout == "passes" and extractor_cls.concurrent_forward:
+        return layout, cores, 1
+    return "intra_op", 1, cores

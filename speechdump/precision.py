@@ -22,7 +22,9 @@ Where each is allowed (``check``, run by the stage's pre-flight and again by eac
 - ``tf32`` and ``fp16`` need ``--device cuda``: TF32 is a GPU mode, and bfloat16 is the CPU's
   reduced type (oneDNN kernels on CPUs with AVX-512 BF16 or AMX), where float16 arithmetic is
   mostly emulated and adds overflow for nothing. ``bf16`` runs on the CPU too, which is also how
-  it is tested without a GPU; it saves no time there on the models measured (README.md).
+  it is tested without a GPU; it saves no time there on the models measured (README.md). A CPU
+  whose oneDNN has no bfloat16 kernels (no AVX-512, or ``ONEDNN_MAX_CPU_ISA`` below
+  ``AVX512_CORE``) is refused here, naming what is missing, rather than fail inside a job.
 - Toolkits that write integer streams (``codec`` tokens) run in fp32 only. A code is the
   index of a quantizer's nearest codeword: reduced precision moves the latent enough to pick
   another codeword for every frame near a boundary, and in a residual quantizer every later
@@ -40,7 +42,8 @@ jobs of different precisions (``pyscripts/merge_outputs.py``).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, List, Sequence
+import os
+from typing import Any, ContextManager, List, Optional, Sequence
 
 from speechdump.errors import DeviceError, OptionError, PrecisionError
 from speechdump.extractors.base import INT
@@ -69,6 +72,11 @@ def check(precision: str, device: str, streams: Sequence, toolkit: str) -> None:
     if precision in _GPU_ONLY and not on_gpu(device):
         raise OptionError(f"--precision {precision} needs --device cuda (this stage has "
                           f"--device {device}): {_GPU_ONLY[precision]}")
+    if precision == BF16 and not on_gpu(device):
+        problem = cpu_bf16_problem()
+        if problem:
+            raise OptionError(f"--precision bf16 on --device {device}: {problem}; use "
+                              "--precision fp32")
     ints = [stream.name or "(one stream)" for stream in streams if stream.kind == INT]
     if precision != FP32 and ints:
         raise OptionError(
@@ -76,6 +84,24 @@ def check(precision: str, device: str, streams: Sequence, toolkit: str) -> None:
             f"({', '.join(ints)}), which run in fp32 only: a quantizer's code at reduced "
             f"precision is not a rounding of the fp32 code but, near a codeword boundary, "
             f"another code (speechdump/precision.py)")
+
+
+def cpu_bf16_problem() -> Optional[str]:
+    """Why this CPU cannot run bfloat16 forward passes, or None. Autocast sends them to
+    oneDNN, whose bfloat16 kernels need its ``avx512_core`` ISA (avx512bw, avx512vl, avx512dq)
+    or better; below it some primitives (the LSTM) are missing and a job would die in its first
+    pass. torch asks oneDNN, so a cap (``ONEDNN_MAX_CPU_ISA``) counts as the CPU would."""
+    import torch
+
+    from speechdump.device import cpu_model
+
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    caps = [f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+            if name in os.environ]
+    return (f"oneDNN has no bfloat16 kernels here: they need AVX-512 (avx512bw, avx512vl, "
+            f"avx512dq) or AMX, and this CPU ({cpu_model()})"
+            + (f" is capped by {' '.join(caps)}" if caps else " lacks them"))
 
 
 def configure(precision: str, device: str) -> None:

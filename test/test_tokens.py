@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchaudio
 
-from conftest import REPO, read_pairs, run_stage
+from conftest import REPO, ROUNDING, read_pairs, rounding_apart, run_stage
 from speechdump.audio import ResamplerCache, load_audio
 from speechdump.data import Utterance
 from speechdump.errors import TokenError
@@ -88,6 +88,7 @@ def test_same_seed_same_centers_other_seed_differs(models, feats):
 
 
 
+@pytest.mark.kernels
 def test_training_runs_as_a_job_of_the_launcher(models, feats, stage_env, cluster, tmp_path):
     """--cmd slurm.pl trains on the local cluster: the same centers as run.pl, its log kept."""
     base, procs = models
@@ -98,10 +99,11 @@ def test_training_runs_as_a_job_of_the_launcher(models, feats, stage_env, cluste
     assert f"{K} centers of dimension 40" in proc.stdout
     log = (tmp_path / "km" / "log" / "learn_kmeans.1.log").read_text()
     assert "# Ended (code 0)" in log
-    # slurm.pl exports only PATH to the job, as Kaldi's does, so a BLAS setting of this
-    # shell (OPENBLAS_CORETYPE) may not reach it: equal up to BLAS kernel rounding.
-    np.testing.assert_allclose(load_model(str(tmp_path / "km")).centers,
-                               load_model(str(base / "a")).centers, rtol=1e-4)
+    # slurm.pl exports only PATH to the job, as Kaldi's does, so kernel settings of this
+    # shell (OPENBLAS_CORETYPE, CI's second configuration) may not reach it: equal up to the
+    # rounding of the distance products, carried through the iterations.
+    assert rounding_apart(load_model(str(tmp_path / "km")).centers,
+                          load_model(str(base / "a")).centers) <= ROUNDING
 
 def test_max_frames_caps_the_training_frames(tmp_path, feats, stage_env):
     run_script("learn_kmeans.sh", ["--n_clusters", 8, "--portion", 1, "--max_frames", 1500,

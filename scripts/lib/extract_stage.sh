@@ -2,8 +2,8 @@
 # shellcheck disable=SC2154  # root, data, out, ...: set by the stage that sources this file
 # Steps shared by the extraction stages (sourced, not run). The caller sets root, data, out, nj,
 # cmd, tag, device, python, stage_start, stage_kind (speaker or features: what the stage can
-# take), toolkit, model, dtype, precision, compress and extractor_opts (the toolkit's own
-# options, passed through word-split), then calls, in order:
+# take), toolkit, model, dtype, precision, cpu_layout, compress and extractor_opts (the
+# toolkit's own options, passed through word-split), then calls, in order:
 #   extract_stage_prepare            pre-flight of the toolkit and its options (nothing written
 #                                    when it fails), checks the data dir, lists the utterances
 #                                    of text, splits them
@@ -28,7 +28,8 @@ extract_stage_prepare() {
     require_speechdump "$python"
     # shellcheck disable=SC2206  # the toolkit's options are word-split on purpose
     extractor_args=(--toolkit "$toolkit" ${model:+--model "$model"} --dtype "$dtype"
-                    --precision "$precision" --compress "$compress" $extractor_opts)
+                    --precision "$precision" --cpu_layout "$cpu_layout" --compress "$compress"
+                    $extractor_opts)
     local streams
     fingerprint=$(mktemp)
     # shellcheck disable=SC2064  # the file's name is fixed now; gone once moved into split<N>

@@ -198,10 +198,13 @@ class Extractor(abc.ABC):
     # A cap the extractor puts on --batch_size (None: none), e.g. where batching is slower.
     max_batch_size: Optional[int] = None
     # True when ``forward`` may run on several threads at once: it keeps no per-batch state on
-    # the instance (or keeps it thread-local). On CPU the engine then runs a job's cores as
-    # single-threaded forward workers, whose outputs equal one thread's bit for bit, instead of
-    # one forward with several torch threads, whose rounding follows the thread count.
+    # the instance (or keeps it thread-local), so a job's cores can run single-threaded passes.
     concurrent_forward: bool = False
+    # How a CPU job gives its cores to the model by default (``--cpu_layout auto``): "intra_op",
+    # one forward pass on all of them (torch threads; the plain loop's way), or "passes", one
+    # single-threaded pass per core at once (needs ``concurrent_forward``). Declared from
+    # bench/cpu_layout.py, never measured at run time, so a rerun makes the same choice.
+    cpu_layout: str = "intra_op"
 
     @classmethod
     def check(cls, model: Optional[str], options: Dict[str, Any]) -> List[Stream]:

@@ -156,6 +156,8 @@ def codec_streams(codebooks: int, frame_shift: Optional[float], dedup: bool) -> 
 @register("codec")
 class CodecExtractor(Extractor):
     concurrent_forward = True
+    # its latents need one torch thread anyway (module docstring)
+    cpu_layout = "passes"
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers EnCodec (24 kHz), DAC, Mimi or "

@@ -163,6 +163,9 @@ def _sample_rate(train_args) -> int:
 
 class _ESPnetBase(Extractor):
     concurrent_forward = True
+    # its speaker encoders are convolutional, as SpeechBrain's ECAPA, which runs faster
+    # intra_op
+    cpu_layout = "intra_op"
     min_seconds = MIN_SECONDS
     needs_model = True
     packages = ("espnet",)

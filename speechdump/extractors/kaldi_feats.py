@@ -71,6 +71,8 @@ FRAME_OPTIONS = (
 
 class _KaldiFeatsExtractor(Extractor):
     concurrent_forward = True
+    # the features of one utterance are too small a task to share between threads
+    cpu_layout = "passes"
     packages = ("torchaudio",)
 
     @classmethod

@@ -197,6 +197,8 @@ def parse_layers(spec: str, num_layers: int) -> List[int]:
 @register("ssl")
 class SSLExtractor(Extractor):
     concurrent_forward = True
+    # HuBERT base: 0.87 of intra_op's time (bench/cpu_layout.py)
+    cpu_layout = "passes"
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers speech encoder and its feature "

@@ -55,6 +55,8 @@ FBANK_WINDOW, FBANK_SHIFT = 400, 160  # samples at 16 kHz (the feature extractor
 @register("w2v_bert")
 class W2vBertExtractor(Extractor):
     concurrent_forward = True
+    # a transformers encoder as ssl's, which runs faster as passes
+    cpu_layout = "passes"
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a Wav2Vec2BertModel and its feature extractor "

@@ -82,6 +82,8 @@ class _Item:
 @register("whisper")
 class WhisperExtractor(Extractor):
     concurrent_forward = True
+    # base size: passes take 1.02 of its time (bench/cpu_layout.py)
+    cpu_layout = "intra_op"
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a Whisper model and its feature extractor "

@@ -48,6 +48,8 @@ ARCHITECTURES = ("WavLMForXVector", "UniSpeechSatForXVector", "Wav2Vec2ForXVecto
 @register("xvector")
 class XVectorExtractor(Extractor):
     concurrent_forward = True
+    # a transformers encoder as ssl's, which runs faster as passes
+    cpu_layout = "passes"
     needs_model = True
     packages = ("transformers",)
     model_help = ("a local directory holding a transformers x-vector model (WavLMForXVector, "
