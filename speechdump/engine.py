@@ -7,7 +7,8 @@ by length and cut into batches bounded by padded audio seconds and by count, so 
 small, while the next utterances load. The batches of a window run on ``compute_workers``
 threads at once where the extractor allows it (``concurrent_forward``), each forward pass at the
 job's ``--precision`` (``speechdump.precision``). Results are written in the job's input order,
-so output never depends on batch composition or thread timing.
+so the output never depends on thread timing; batch composition changes values only at the
+rounding of the kernels picked for each batch shape (README, Exactness).
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
 frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the

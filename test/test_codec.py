@@ -97,6 +97,7 @@ def stage_runs(tmp_path_factory, models, stage_env):
     return data, runs
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("kind", KINDS)
 def test_stage_tokens_equal_the_models_own_encode(kind, stage_runs, hf, codec_waves):
     data, runs = stage_runs
@@ -116,6 +117,7 @@ def test_stage_tokens_equal_the_models_own_encode(kind, stage_runs, hf, codec_wa
         [(utt, codes.reshape(-1).tolist()) for utt, codes in stored.items()]
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("kind", ("encodec", "mimi"))
 def test_jobs_do_not_change_tokens(kind, stage_runs):
     _, runs = stage_runs
@@ -140,6 +142,7 @@ def test_padding_changes_dac_mimi_xcodec_so_they_batch_equal_lengths(kind, hf, c
     assert any(changed)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("kind", ("dac", "mimi", "xcodec"))
 def test_equal_length_segments_batch_exactly(kind, tmp_path, models, hf, codec_waves):
     """Fixed-length segments (2 s pieces) go through in real batches, each token as alone."""

@@ -153,6 +153,7 @@ def sb_models(tmp_path_factory):
             for kind in ("ecapa", "xvector")}
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("kind", ["ecapa", "xvector"])
 def test_speechbrain_batches_equal_single_utterances_and_the_patches_are_verified(
         sb_models, some, kind):
@@ -221,6 +222,7 @@ def ssl_models(tmp_path_factory):
             for kind, norm in (("hubert", "group"), ("data2vec", "layer"))}
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("kind", ["hubert", "data2vec"])
 def test_ssl_batches_equal_single_utterances_and_the_patches_are_verified(ssl_models, some,
                                                                           kind):

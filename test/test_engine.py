@@ -22,6 +22,7 @@ def test_windows_close_at_the_count_or_once_they_hold_the_seconds():
     assert [len(w) for w in engine._windows(iter(results), 100, 1e9)] == [9]
 
 
+@pytest.mark.kernels
 def test_a_seconds_bound_changes_the_windows_not_the_output(sample_utterances, monkeypatch):
     utterances = [Utterance(utt, path) for utt, path in sample_utterances]
     extractor = load_extractor("fbank")

@@ -17,7 +17,7 @@ from espnet2.bin.spk_inference import Speech2Embedding
 from espnet2.train.preprocessor import SpkPreprocessor
 
 from build_espnet_model import build
-from conftest import SAMPLES, engine_outputs
+from conftest import SAMPLES, assert_equal_to_rounding, engine_outputs
 from speechdump.audio import ResamplerCache, UtteranceError, load_audio
 from speechdump.data import Utterance
 from speechdump.extractors import load_extractor
@@ -115,6 +115,7 @@ def test_model_files_load_completely(models):
         assert all(torch.equal(saved[k], loaded[k]) for k in saved)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("arch", ["ecapa_tdnn", "rawnet3"])
 def test_espnet_matches_speech2embedding(arch, espnet_by_arch, espnet_batched, models, waves,
                                          utterances):
@@ -140,6 +141,7 @@ def test_espnet_batches_identical_lengths_together(espnet, models, monkeypatch):
             {u: s2e(w)[0].numpy() for u, w in segment_waves.items()})
 
 
+@pytest.mark.kernels
 def test_espnet_batch_size_does_not_change_embeddings(espnet, espnet_batched, utterances):
     chosen = utterances[:6] + equal_length_segments()
     runs = {seconds: engine_outputs(espnet, chosen, seconds) for seconds in (1, 30, 300)}
@@ -174,6 +176,7 @@ def rawnet_batched(rawnet_run):
     return rawnet_run[0]
 
 
+@pytest.mark.kernels
 def test_rawnet_matches_crop_by_crop_speech2embedding(rawnet_run, models, waves):
     batched, sizes = rawnet_run
     assert max(sizes) == 10  # 300 s / (10 crops x 3 s): ten utterances' crops in one pass
@@ -214,12 +217,14 @@ def test_rawnet_crop_positions(rawnet, waves):
         np.testing.assert_array_equal(rawnet.prepare(wave), espnet_crops)
 
 
+@pytest.mark.kernels
 def test_rawnet_batch_size_does_not_change_embeddings(rawnet, rawnet_batched, utterances):
     chosen = utterances[:8]
     for seconds in (1, 30):
         run = engine_outputs(rawnet, chosen, seconds)
-        for u in chosen:
-            np.testing.assert_allclose(run[u.utt_id], rawnet_batched[u.utt_id], atol=1e-5)
+        assert_equal_to_rounding(run, {u.utt_id: rawnet_batched[u.utt_id] for u in chosen},
+                                 "batches of 1, 3 and 10 utterances' crops: the convolutions "
+                                 "round by their batch size")
 
 
 def test_rawnet_crop_options(models):

@@ -2,8 +2,9 @@
 
 import kaldiio
 import numpy as np
+import pytest
 
-from conftest import make_data_dir, read_pairs, run_feats_stage
+from conftest import assert_equal_to_rounding, make_data_dir, read_pairs, run_feats_stage
 
 SUBSET = {"arctic-aew-a0001", "jfk-inaugural1961", "ljspeech-lj-002-0020", "vctk-p225-003",
           "vctk-p238-165", "vctk-p240-rtvc00000"}  # 16-48 kHz, stereo, MP3; 1.5-11 s
@@ -13,6 +14,7 @@ def load(scp):
     return list(kaldiio.load_scp_sequential(str(scp)))
 
 
+@pytest.mark.kernels
 def test_fbank_nj_invariance_and_frame_counts(tmp_path, stage_env):
     data = make_data_dir(tmp_path / "data", keep=SUBSET)
     text_ids = [k for k, _ in read_pairs(data / "text")]
@@ -31,6 +33,7 @@ def test_fbank_nj_invariance_and_frame_counts(tmp_path, stage_env):
             assert matrix.shape == (int(frames[utt]), 40)
             assert int(frames[utt]) == 1 + (round(seconds * 16000) - 400) // 160
     assert [k for k, _ in runs[1]] == [k for k, _ in runs[3]] == text_ids
+    # Bit for bit: features are computed per utterance, on one thread (passes) at any --nj.
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[1], runs[3]))
 
 
@@ -77,6 +80,7 @@ def test_kaldi_compression_is_lossy_within_its_documented_bound(tmp_path, stage_
         (tmp_path / "false" / "split2" / "feats.1.ark").stat().st_size / 2
 
 
+@pytest.mark.kernels
 def test_ssl_layers_nj_invariance(tmp_path, stage_env):
     import build_ssl_model
 
@@ -92,5 +96,6 @@ def test_ssl_layers_nj_invariance(tmp_path, stage_env):
         frames = dict(read_pairs(out / "utt2num_frames"))
         assert all(m.shape[0] == int(frames[u]) for u, m in runs[nj][2])
     for layer in (0, 2):
-        assert [k for k, _ in runs[1][layer]] == [k for k, _ in runs[3][layer]]
-        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[1][layer], runs[3][layer]))
+        assert_equal_to_rounding(dict(runs[3][layer]), dict(runs[1][layer]),
+                                 "the jobs' sort windows follow the split, so --nj 3 pads other "
+                                 "batches than --nj 1, and products round by their shapes")

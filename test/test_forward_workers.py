@@ -15,6 +15,9 @@ from speechdump import engine
 from speechdump.extractors import load_extractor
 from speechdump.extractors.base import Extractor
 
+# Same process, batches and thread count (one per pass): bit for bit under any kernels.
+pytestmark = pytest.mark.kernels
+
 
 @pytest.fixture
 def one_torch_thread():

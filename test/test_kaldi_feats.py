@@ -54,6 +54,7 @@ def fbank_out(sample_utterances):
     return run_engine(load_extractor("fbank"), sample_utterances)
 
 
+@pytest.mark.kernels
 def test_fbank_equals_torchaudio_kaldi_on_16bit_wavs(fbank_out, pcm16_16k):
     for utt, path in pcm16_16k:
         wave = kaldi_input(path)
@@ -65,6 +66,7 @@ def test_fbank_equals_torchaudio_kaldi_on_16bit_wavs(fbank_out, pcm16_16k):
         np.testing.assert_array_equal(got, ref, err_msg=utt)  # bit for bit
 
 
+@pytest.mark.kernels
 def test_every_sample_matches_torchaudio_on_the_loaded_waveform(fbank_out, sample_utterances):
     # Other rates, stereo, mp3: same functions on speechdump's mono 16 kHz waveform x 32768.
     cache = ResamplerCache()
@@ -77,6 +79,7 @@ def test_every_sample_matches_torchaudio_on_the_loaded_waveform(fbank_out, sampl
         assert np.abs(fbank_out[utt] - ref).max() <= 1e-5, utt
 
 
+@pytest.mark.kernels
 def test_mfcc_equals_torchaudio_kaldi_and_honours_options(sample_utterances, pcm16_16k):
     chosen = pcm16_16k[:4]
     default = run_engine(load_extractor("mfcc"), chosen)
@@ -104,6 +107,7 @@ def test_fbank_options_change_the_shape(pcm16_16k):
             kaldi.fbank(wave, num_mel_bins=40, frame_shift=20.0, energy_floor=0.0).numpy())
 
 
+@pytest.mark.kernels
 def test_batch_composition_does_not_matter(fbank_out, sample_utterances):
     one_by_one = run_engine(load_extractor("fbank"), sample_utterances[:6], batch_seconds=0.01,
                             num_workers=1)

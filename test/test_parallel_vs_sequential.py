@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.kernels  # run.pl and slurm.pl jobs against a sequential run
 
 
 def test_parallel_outputs_equal_the_sequential_ones(stage_env):

@@ -41,27 +41,32 @@ def skip_without_cpu_bf16():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, stage_env):
-    """The speaker stage at --nj 2 in one out dir: --precision fp32, then bf16 (console of the
-    bf16 run kept); the outputs of each."""
-    skip_without_cpu_bf16()
+def fp32_run(tmp_path_factory, stage_env):
+    """The speaker stage at --nj 2 with --precision fp32: its data dir, out dir and outputs."""
     tmp = tmp_path_factory.mktemp("precision")
     data = make_data_dir(tmp / "data", keep=UTTS)
     out = tmp / "out"
     run_stage(["--nj", 2, "--precision", "fp32", data, out], stage_env)
-    fp32 = load(out / "resemblyzer.scp")
-    bf16 = run_stage(["--nj", 2, "--precision", "bf16", data, out], stage_env)
-    return {"data": data, "out": out, "fp32": fp32, "bf16": load(out / "resemblyzer.scp"),
-            "console": bf16.stdout + bf16.stderr}
+    return {"data": data, "out": out, "fp32": load(out / "resemblyzer.scp")}
+
+
+@pytest.fixture(scope="module")
+def runs(fp32_run, stage_env):
+    """The same out dir run again at --precision bf16 (its console kept); the outputs of each."""
+    skip_without_cpu_bf16()
+    bf16 = run_stage(["--nj", 2, "--precision", "bf16", fp32_run["data"], fp32_run["out"]],
+                     stage_env)
+    return dict(fp32_run, bf16=load(fp32_run["out"] / "resemblyzer.scp"),
+                console=bf16.stdout + bf16.stderr)
 
 
 @pytest.mark.kernels
-def test_fp32_equals_a_run_without_the_option(runs, utterances):
+def test_fp32_equals_a_run_without_the_option(fp32_run, utterances):
     from speechdump.extractors import load_extractor
 
     alone = engine_outputs(load_extractor("resemblyzer"),
                            [u for u in utterances if u.utt_id in UTTS])
-    assert_equal_to_rounding({k: runs["fp32"][k] for k in alone}, alone,
+    assert_equal_to_rounding({k: fp32_run["fp32"][k] for k in alone}, alone,
                              "the stage's two jobs batch other partials together than this "
                              "process, and the LSTM's products round by their row count")
 

@@ -33,6 +33,7 @@ def reference(sample_utterances):
     return {utt: encoder.embed_utterance(preprocess_wav(path)) for utt, path in sample_utterances}
 
 
+@pytest.mark.kernels
 def test_16khz_input_matches_resemblyzer(batched, reference, sample_utterances):
     native = [utt for utt, path in sample_utterances if soundfile.info(path).samplerate == 16000]
     assert len(native) == 19
@@ -42,6 +43,7 @@ def test_16khz_input_matches_resemblyzer(batched, reference, sample_utterances):
         assert np.abs(batched[utt] - reference[utt]).max() < 1e-5, utt
 
 
+@pytest.mark.kernels
 def test_other_rates_differ_only_by_the_resampler(batched, reference, sample_utterances):
     # Resemblyzer resamples with librosa (soxr), speechdump with a Kaiser-windowed sinc in
     # torchaudio; the two filters differ slightly near the cut-off. Measured here: cosine >= 0.9999.
@@ -53,6 +55,7 @@ def test_other_rates_differ_only_by_the_resampler(batched, reference, sample_utt
     assert worst >= 0.9995
 
 
+@pytest.mark.kernels
 def test_batch_composition_does_not_change_embeddings(batched, sample_utterances):
     utterances = [Utterance(utt, path) for utt, path in sample_utterances[:6]]
     extractor = load_extractor("resemblyzer")

@@ -62,6 +62,7 @@ def reference(model, sample_utterances):
     return out
 
 
+@pytest.mark.kernels
 def test_big_batches_match_single_utterance_encode_batch(model, runs, reference,
                                                           sample_utterances):
     assert len(reference) == 26
@@ -83,6 +84,7 @@ def test_big_batches_match_single_utterance_encode_batch(model, runs, reference,
     assert np.mean(between) < 0.99
 
 
+@pytest.mark.kernels
 def test_batch_size_does_not_change_embeddings(model, runs):
     # 1 s: every utterance alone; 30 s and 300 s: length-sorted padded batches. Relative to
     # each vector's largest component, since a random-init model's scale is arbitrary.

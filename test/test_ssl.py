@@ -82,6 +82,7 @@ def runs(model, utterances):
     return out, calls, extractor
 
 
+@pytest.mark.kernels
 def test_every_layer_matches_the_model_on_one_utterance(model, hf, runs, reference, waves):
     out, calls, extractor = runs
     net = hf[0]
@@ -109,6 +110,7 @@ def test_every_layer_matches_the_model_on_one_utterance(model, hf, runs, referen
     assert worst[300] <= 1e-4 and worst[1] <= 1e-4
 
 
+@pytest.mark.kernels
 def test_batch_size_does_not_change_outputs(model, runs):
     out = runs[0]
     worst_abs = worst_rel = 0.0
@@ -163,6 +165,7 @@ def test_plain_transformers_padding_is_exact_only_for_layer_norm_models(model, h
         assert worst > 1e-2
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("pool", ["mean", "last"])
 def test_pooling_matches_the_pooled_reference(model, utterances, reference, pool):
     # Layers 0 and 2 of 4: the extractor runs only the first 3 transformer layers.
@@ -196,6 +199,7 @@ def expected_windows(n):
     return [(s, size) for s in starts]
 
 
+@pytest.mark.kernels
 def test_windows_match_each_window_alone(model, hf, utterances, waves):
     # Windows are mean-pooled; last-frame pooling checked on two models. (--pool none stitches
     # the windows' frames instead: test/test_windows.py.)

@@ -139,6 +139,7 @@ def speech(waves, tmp_path_factory):
     return out
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("toolkit", TOOLKITS)
 def test_causal_windows_equal_each_window_alone_and_never_see_later_audio(toolkit, models, hf,
                                                                          speech):
@@ -210,6 +211,7 @@ def stitched_reference(toolkit, hf, wave, window, hop):
     return out, len(starts)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("toolkit", ["ssl", "w2v_bert"])
 def test_stitched_frames_follow_the_rule_and_the_whole_frame_count(toolkit, models, hf, speech):
     wave = speech["long"][1]

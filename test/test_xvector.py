@@ -14,7 +14,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 from transformers.utils import logging as hf_logging
 
 from build_hf_models import build_xvector
-from conftest import engine_outputs, make_data_dir, read_pairs, run_stage
+from conftest import assert_equal_to_rounding, engine_outputs, make_data_dir, read_pairs, run_stage
 from speechdump.extractors import check, load_extractor
 
 hf_logging.disable_progress_bar()
@@ -59,6 +59,7 @@ def reference(hf, waves):
                 .embeddings[0].numpy() for utt in sorted(ENGINE)}
 
 
+@pytest.mark.kernels
 def test_padded_batches_equal_each_utterance_alone(model, hf, reference, utterances, waves):
     utterances = [u for u in utterances if u.utt_id in ENGINE]
     extractor = load_extractor("xvector", model)
@@ -86,6 +87,7 @@ def test_padded_batches_equal_each_utterance_alone(model, hf, reference, utteran
     assert max(float(np.abs(p - reference[u]).max()) for p, u in zip(plain, utts)) > 1e-3
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("model", [MODELS[0]], indirect=True, ids=["wavlm-group"])
 def test_speaker_stage_equals_the_model_alone_and_does_not_depend_on_nj(
         tmp_path, stage_env, model, reference):
@@ -106,8 +108,8 @@ def test_speaker_stage_equals_the_model_alone_and_does_not_depend_on_nj(
         mean = np.mean([utts[u] for u in SUBSET if speakers[u] == spk], axis=0)
         assert np.abs(vector - mean / np.linalg.norm(mean)).max() <= 1e-5  # length-normalised
     for one, three in zip(runs[1], runs[3]):
-        assert list(one) == list(three)
-        assert max(float(np.abs(one[k] - three[k]).max()) for k in one) <= 1e-6
+        assert_equal_to_rounding(three, one, "the jobs' sort windows follow the split, so "
+                                 "--nj 3 pads other batches than --nj 1")
 
 
 @pytest.mark.parametrize("model", [MODELS[0]], indirect=True, ids=["wavlm-group"])
