@@ -22,7 +22,7 @@ from speechdump.extractors import check, get_class, load_extractor
 from speechdump.extractors.base import check_storage
 from speechdump.job import redo_reason, run_job
 from speechdump.provenance import (digest, input_lines, model_fingerprint, model_identity,
-                                   read_fingerprint, sources_path, versions)
+                                   read_fingerprint, sources_path, unfingerprinted, versions)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -85,6 +85,9 @@ def main(argv=None) -> int:
               "versions": versions(cls.packages)}
     lines = input_lines(utterances)
     inputs = {"utterances": len(lines), "sha1": digest(lines)}
+    blind = unfingerprinted(lines)
+    if blind:  # the merge names them on the console
+        inputs["unfingerprinted"] = {"count": len(blind), "first": blind[0]}
     # --skip_bad changes the output of a job only where it skipped bad utterances: a job that
     # found none is reused either way, and one that failed on one has no record to reuse.
     why = redo_reason(args.split_dir, args.job, utterances, config, inputs, lines,

@@ -275,6 +275,12 @@ def merge(args) -> None:
     elif not usage:
         print(f"{args.tag}: {len(kept)} utterances in {wall:.1f} s wall time")
     print(describe_runs(records, ran))
+    blind = [record["input"]["unfingerprinted"] for record in records
+             if "unfingerprinted" in record.get("input", {})]
+    if blind:
+        print(f"{sum(b['count'] for b in blind)} utterances (first: {blind[0]['first']}) read "
+              "through pipe commands that name no file: a change in what they read is not seen, "
+              "so a rerun reuses their jobs; --force true redoes them")
     for stem, counts in usage.items():
         what = f"{os.path.join(args.out_dir, stem)} and {counts.scp_path}"
         print("\n".join(counts.summary(what, args.kmeans, wall)))

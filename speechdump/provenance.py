@@ -6,8 +6,8 @@ fingerprint (each model file's size and SHA-256: computed once per stage, before
 launch, and trusted by a job only while the file's size and modification time still match) and
 the versions of speechdump, torch and the toolkit's packages. Its ``input`` is a digest of one
 line per utterance: its ``wav.scp`` entry, its segment and the identity (size, modification
-time) of the file it reads, kept in full in ``sources.<job>`` so that a rerun can say which
-utterance changed.
+time) of the file it reads (for a pipe, of every file its command names), kept in full in
+``sources.<job>`` so that a rerun can say which utterance changed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shlex
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from speechdump.data import Utterance, atomic_path, read_table
@@ -97,19 +98,56 @@ def _file_of(source: str) -> Optional[str]:
     return ark[0] if ark else source
 
 
+def pipe_files(command: str) -> List[str]:
+    """The files a pipe command names: its words (a redirection's ``<`` dropped) that are
+    existing files, in order, without the programs it runs."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: the shell will say so when the job runs it
+        words = command.split()
+    files = []
+    for position, word in enumerate(words):
+        word = word.lstrip("<")
+        program = position == 0 or words[position - 1] in ("|", "&&", ";")
+        if word and not program and os.path.isfile(word) and word not in files:
+            files.append(word)
+    return files
+
+
+def _identity(source: str) -> str:
+    """``<size> <mtime_ns>`` of the file an entry reads; for a pipe, ``pipe:<digest> -`` of the
+    sizes and times of every file its command names (``pipe:none -`` where it names none:
+    nothing tells a changed input then); ``missing -`` for a file that is not there."""
+    source = source.strip()
+    if source.endswith("|"):
+        files = pipe_files(source[:-1])
+        if not files:
+            return "pipe:none -"
+        sha = hashlib.sha1()
+        for path in files:
+            stat = os.stat(path)
+            sha.update(f"{path} {stat.st_size} {stat.st_mtime_ns}\n".encode("utf-8"))
+        return f"pipe:{sha.hexdigest()[:16]} -"
+    try:
+        stat = os.stat(_file_of(source))
+    except OSError:
+        return "missing -"
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
 def input_lines(utterances: Sequence[Utterance]) -> List[Tuple[str, str]]:
     """(utt id, ``<size> <mtime_ns> <start> <end> <entry>``) per utterance: what it reads."""
     lines = []
     for utt in utterances:
-        path = _file_of(utt.source)
-        try:
-            stat = os.stat(path) if path else None
-            identity = f"{stat.st_size} {stat.st_mtime_ns}" if stat else "- -"
-        except OSError:
-            identity = "missing -"
         end = "-" if utt.end is None else f"{utt.end:g}"
-        lines.append((utt.utt_id, f"{identity} {utt.start:g} {end} {utt.source.strip()}"))
+        lines.append((utt.utt_id,
+                      f"{_identity(utt.source)} {utt.start:g} {end} {utt.source.strip()}"))
     return lines
+
+
+def unfingerprinted(lines: Sequence[Tuple[str, str]]) -> List[str]:
+    """The utterances of ``lines`` whose input cannot be fingerprinted (pipes naming no file)."""
+    return [utt for utt, line in lines if line.startswith("pipe:none ")]
 
 
 def digest(lines: Sequence[Tuple[str, str]]) -> str:
@@ -131,6 +169,8 @@ def _what_changed(old: str, new: str) -> str:
         return f"its wav.scp entry changed ({entry0} -> {entry1})"
     if (start0, end0) != (start1, end1):
         return f"its segment changed ({start0}..{end0} s -> {start1}..{end1} s)"
+    if size0.startswith("pipe:") or size1.startswith("pipe:"):
+        return "a file its pipe command reads changed (size or modification time)"
     if size0 != size1:
         return f"its audio file changed (size {size0} -> {size1} bytes)"
     return "its audio file was modified (modification time)"

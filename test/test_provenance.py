@@ -92,6 +92,29 @@ def test_a_changed_audio_file_redoes_its_job_only(tmp_path, stage_env):
     assert_same(out, tmp_path / "fresh")
 
 
+def test_a_changed_file_read_through_a_pipe_redoes_its_job(tmp_path, stage_env):
+    data = copied_data_dir(tmp_path / "data")
+    wav = dict(read_pairs(data / "wav.scp"))
+    piped, hidden = "arctic-aew-a0002", "vctk-p225-003"
+    wav[piped] = f"cat {wav[piped]} |"
+    wav[hidden] = f"sh -c 'cat {wav[hidden]}' |"  # its file is inside a quoted word: not seen
+    (data / "wav.scp").write_text("".join(f"{u} {e}\n" for u, e in sorted(wav.items())))
+    out = tmp_path / "out"
+    first = run_feats_stage([*FBANK, data, out], stage_env).stdout
+    assert (f"1 utterances (first: {hidden}) read through pipe commands that name no file: a "
+            "change in what they read is not seen, so a rerun reuses their jobs; --force true "
+            "redoes them") in first
+    shutil.copy(SAMPLES / "audio" / "arctic-aew-a0003.wav", wav[piped].split()[1])
+    proc = run_feats_stage([*FBANK, data, out], stage_env)
+    job = job_of(out, piped)
+    assert ran(proc.stdout, job)
+    assert f"'{piped}': a file its pipe command reads changed" in proc.stdout
+    if job_of(out, hidden) != job:
+        assert f"jobs reused, nothing they depend on changed: {3 - job}" in proc.stdout
+    run_feats_stage([*FBANK, data, tmp_path / "fresh"], stage_env)
+    assert_same(out, tmp_path / "fresh")
+
+
 def test_a_moved_segment_end_redoes_its_job_only(tmp_path, stage_env):
     segments = [f"{u}-0 {u} 0 1.2" for u in UTTS]
     data = copied_data_dir(tmp_path / "data", segments)

@@ -43,7 +43,7 @@ GE2E_LOSS_TENSORS = ("similarity_weight", "similarity_bias")
 @register("resemblyzer")
 class ResemblyzerExtractor(Extractor):
     concurrent_forward = True
-    # 0.60 of intra_op's time (bench/cpu_layout.py): its LSTM's small matrices keep one thread
+    # 0.60-0.70 of intra_op's time (bench/cpu_layout.py): its LSTM's small matrices keep one thread
     # busy, not two
     cpu_layout = "passes"
     model_help = ("optional: a Resemblyzer weights file (pretrained.pt); default: the encoder "

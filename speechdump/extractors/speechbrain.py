@@ -42,7 +42,7 @@ DEFAULT_SAMPLE_RATE = 16000
 @register("speechbrain")
 class SpeechBrainExtractor(Extractor):
     concurrent_forward = True
-    # ECAPA C=1024: passes take 1.05 of its time (bench/cpu_layout.py): oneDNN's convolutions
+    # ECAPA C=1024: passes take 1.04-1.05 of its time (bench/cpu_layout.py): oneDNN's convolutions
     # of this width run better on two threads than beside each other
     cpu_layout = "intra_op"
     needs_model = True

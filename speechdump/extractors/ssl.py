@@ -197,7 +197,7 @@ def parse_layers(spec: str, num_layers: int) -> List[int]:
 @register("ssl")
 class SSLExtractor(Extractor):
     concurrent_forward = True
-    # HuBERT base: 0.87 of intra_op's time (bench/cpu_layout.py)
+    # HuBERT base: 0.87-0.88 of intra_op's time (bench/cpu_layout.py)
     cpu_layout = "passes"
     needs_model = True
     packages = ("transformers",)
