@@ -146,9 +146,16 @@ def main():
 
 
 def forward_flops(extractor, prepared) -> float:
-    """Floating-point operations of every forward pass (matrix products and convolutions, as
-    torch's flop counter counts them: 2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Floating-point operations of every forward pass (matrix products, convolutions and
+    attention, as torch's flop counter counts them: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
+
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if cpu_attention not in torch.utils.flop_counter.flop_registry:
+        # torch counts its GPU attention kernels only: the CPU one does the same products
+        @register_flop_formula(cpu_attention)
+        def _(query_shape, key_shape, value_shape, *args, **kwargs):
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         for item in prepared:
