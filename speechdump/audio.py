@@ -1,10 +1,11 @@
 """``wav.scp`` entries to mono float32 waveforms at the rate a model wants.
 
-Entry forms (Kaldi's): a file path; a shell pipe ending in ``|`` whose stdout is an audio file;
-an ark offset ``foo.ark:123`` holding a wav (as Kaldi's ``wav-copy`` writes). Files are decoded
-with soundfile (WAV, FLAC, MP3, OGG, ...). Mono policy: multi-channel audio is averaged over
-channels, as librosa, Resemblyzer and SpeechBrain's audio normaliser do, unless ``--channel N``
-picks one (0: the first, as Kaldi's ``--channel``).
+Entry forms: Kaldi's (a file path; a shell pipe ending in ``|`` whose stdout is an audio file;
+an ark offset ``foo.ark:123`` holding a wav, as Kaldi's ``wav-copy`` writes), and members of the
+files corpora ship as (tar shards, parquet rows: ``speechdump.containers``), decoded from memory.
+Files are decoded with soundfile (WAV, FLAC, MP3, OGG, ...). Mono policy: multi-channel audio
+is averaged over channels, as librosa, Resemblyzer and SpeechBrain's audio normaliser do, unless
+``--channel N`` picks one (0: the first, as Kaldi's ``--channel``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import os
 import struct
 import subprocess
 import threading
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import soundfile
 import torch
 import torchaudio
 
-from speechdump import compat
+from speechdump import compat, containers
 from speechdump.data import Utterance
 from speechdump.errors import UtteranceError
 from speechdump.kaldi_io import ark_offset
@@ -65,30 +66,41 @@ MPEG_SLACK = 1152
 log = logging.getLogger(__name__)
 
 
-def wav_declared_frames(path: str) -> Optional[int]:
-    """Frames the data chunk of a RIFF/WAVE file declares, from its header; None where the file
-    is not RIFF/WAVE or declares a streaming size (0 or 0xFFFFFFFF, written before the length
-    was known). libsndfile clips the frame count of a truncated WAV to what the file holds,
-    without an error: this is what the header promised."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+def wav_declared_frames(source: Union[str, BinaryIO]) -> Optional[int]:
+    """Frames the data chunk of a RIFF/WAVE file (a path, or a binary file object, read from
+    its start and left there) declares, from its header; None where the file is not RIFF/WAVE
+    or declares a streaming size (0 or 0xFFFFFFFF, written before the length was known).
+    libsndfile clips the frame count of a truncated WAV to what the file holds, without an
+    error: this is what the header promised."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            return wav_declared_frames(f)
+    source.seek(0)
+    try:
+        return _declared_frames(source)
+    finally:
+        source.seek(0)
+
+
+def _declared_frames(f: BinaryIO) -> Optional[int]:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    block_align = None
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
             return None
-        block_align = None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
+        chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if chunk_id == b"fmt ":
+            fmt = f.read(size + (size & 1))
+            block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+        elif chunk_id == b"data":
+            if size in (0, 0xFFFFFFFF) or not block_align:
                 return None
-            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if chunk_id == b"fmt ":
-                fmt = f.read(size + (size & 1))
-                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
-            elif chunk_id == b"data":
-                if size in (0, 0xFFFFFFFF) or not block_align:
-                    return None
-                return size // block_align
-            else:
-                f.seek(size + (size & 1), os.SEEK_CUR)
+            return size // block_align
+        else:
+            f.seek(size + (size & 1), os.SEEK_CUR)
 
 
 def _segment_bounds(utt: Utterance, rate: int, frames: int,
@@ -113,13 +125,15 @@ def _segment_bounds(utt: Utterance, rate: int, frames: int,
     return start, end
 
 
-def _read_file(path: str, utt: Utterance, max_overshoot: float) -> Tuple[np.ndarray, int]:
-    """The utterance's frames of an audio file: only its segment is decoded, and every frame the
-    container promises for it must decode (a truncated file is an error, not a short read)."""
+def _read_file(path: Union[str, BinaryIO], utt: Utterance,
+               max_overshoot: float) -> Tuple[np.ndarray, int]:
+    """The utterance's frames of an audio file (a path, or the bytes of one): only its segment
+    is decoded, and every frame the container promises for it must decode (a truncated file is
+    an error, not a short read)."""
+    declared = wav_declared_frames(path)  # None unless RIFF/WAVE; read before libsndfile is
     with soundfile.SoundFile(path) as f:
         frames = f.frames
         if f.format in ("WAV", "WAVEX"):
-            declared = wav_declared_frames(path)
             if declared is not None and declared > frames:
                 raise ValueError(f"truncated: the WAV header declares {declared} frames "
                                  f"({declared / f.samplerate:.2f} s), the file holds {frames} "
@@ -141,6 +155,9 @@ def read_samples(utt: Utterance, max_overshoot: float = MAX_OVERSHOOT) -> Tuple[
     past the recording's end by more than ``max_overshoot`` seconds, or a truncated file, is a
     ValueError."""
     source = utt.source.strip()
+    container = containers.parse(source)
+    if container is not None:
+        return _read_file(io.BytesIO(containers.read_bytes(container)), utt, max_overshoot)
     if source.endswith("|"):
         samples, rate = _read_pipe(source[:-1])
     elif os.path.exists(source):

@@ -19,6 +19,7 @@ import os
 import shlex
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from speechdump import containers
 from speechdump.data import Utterance, atomic_path, read_table
 from speechdump.errors import ModelError
 from speechdump.kaldi_io import ark_offset
@@ -88,10 +89,17 @@ def versions(packages: Iterable[str]) -> Dict[str, str]:
 # ----------------------------------------------------------------------------- the input
 
 def _file_of(source: str) -> Optional[str]:
-    """The file a wav.scp entry reads (an ark's for ``foo.ark:123``); None for a pipe."""
+    """The file a wav.scp entry reads (an ark's for ``foo.ark:123``, a shard's or parquet
+    file's for an entry into one); None for a pipe."""
     source = source.strip()
     if source.endswith("|"):
         return None
+    try:
+        container = containers.parse(source)
+    except ValueError:  # malformed: the job says so when it reads it
+        container = None
+    if container is not None:
+        return container.path
     if os.path.exists(source):
         return source
     ark = ark_offset(source)
@@ -171,9 +179,11 @@ def _what_changed(old: str, new: str) -> str:
         return f"its segment changed ({start0}..{end0} s -> {start1}..{end1} s)"
     if size0.startswith("pipe:") or size1.startswith("pipe:"):
         return "a file its pipe command reads changed (size or modification time)"
+    what = ("the shard it reads" if entry1.startswith(("tar:", "parquet:"))
+            else "its audio file")
     if size0 != size1:
-        return f"its audio file changed (size {size0} -> {size1} bytes)"
-    return "its audio file was modified (modification time)"
+        return f"{what} changed (size {size0} -> {size1} bytes)"
+    return f"{what} was modified (modification time)"
 
 
 def input_changes(split_dir: str, job: int, lines: Sequence[Tuple[str, str]],
