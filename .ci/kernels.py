@@ -15,10 +15,11 @@ fingerprints differ, so that configuration really picks other kernels.
 
 import hashlib
 import sys
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from speechdump.device import cpu_description  # noqa: E402
 
 
@@ -41,7 +42,8 @@ def fingerprint() -> str:
     a, b = torch.randn(257, 513, generator=generator), torch.randn(513, 129, generator=generator)
     x = torch.randn(1, 80, 997, generator=generator)
     conv = torch.nn.Conv1d(80, 256, 5)
-    torch.nn.init.normal_(conv.weight, generator=generator)
+    for parameter in conv.parameters():  # all from the seeded generator: the same every run
+        torch.nn.init.normal_(parameter, generator=generator)
     with torch.inference_mode():
         results = [a @ b, conv(x), torch.softmax(a, -1), torch.nn.functional.layer_norm(a, (513,)),
                    torch.nn.functional.gelu(a).sum(-1)]
