@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""A corpus as it ships (WebDataset tar shards, Hugging Face parquet files) as a Kaldi data dir,
-without copying audio: each wav.scp entry points into its shard (README, Data dir).
+"""A corpus as it ships (WebDataset tar shards, Hugging Face parquet files, Lhotse cut
+manifests) as a Kaldi data dir, without copying audio: each wav.scp entry points into its shard
+or recording (README, Data dir).
 
     import_corpus.py --format webdataset /data/emilia/EN/*.tar data/emilia_en
     import_corpus.py --format hf /data/mls_english/train data/mls_train
+    import_corpus.py --format lhotse /data/libriheavy/libriheavy_cuts_small.jsonl.gz data/small
 
 A source is a file, a glob or a directory (searched for the format's files)."""
 

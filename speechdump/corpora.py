@@ -9,11 +9,14 @@ Formats:
   and optionally ``.json`` (text, speaker, duration) and ``.txt`` (text).
 - ``hf``: parquet files as Hugging Face datasets writes them: an ``audio`` column (a struct of
   ``bytes`` and ``path``) and optionally an id, text and speaker column (see ``FIELDS``).
+- ``lhotse``: Lhotse cut manifests over recordings on disk (LibriHeavy's layout): ``wav.scp``
+  over the recordings and ``segments`` for the cuts.
 
 Each source gives ``Record``s; ``write_data_dir`` makes their keys Kaldi-safe ids, refuses two
-keys that would become one id (naming both), and writes ``wav.scp``, ``utt2spk`` (the speaker,
-else the utterance itself), ``spk2utt``, ``text`` (where the source has transcripts) and
-``utt2dur`` (where it knows every duration), sorted as Kaldi sorts (``LC_ALL=C``).
+keys that would become one id (naming both), and writes ``wav.scp`` (and ``segments`` for cuts
+of recordings), ``utt2spk`` (the speaker, else the utterance itself), ``spk2utt``, ``text``
+(where the source has transcripts) and ``utt2dur`` (where it knows every duration), sorted as
+Kaldi sorts (``LC_ALL=C``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class Record:
     text: Optional[str] = None
     speaker: Optional[str] = None
     duration: Optional[float] = None
+    # A segment of a longer recording (Lhotse cuts): its recording's id, start and end (s).
+    recording: Optional[str] = None
+    start: float = 0.0
+    end: Optional[float] = None
 
 
 def kaldi_id(key: str) -> str:
@@ -155,14 +162,80 @@ def hf_records(files: Iterable[str]) -> Iterator[Record]:
                              else float(meta["duration"]))
 
 
+def lhotse_records(manifests: Iterable[str]) -> Iterator[Record]:
+    """The cuts of Lhotse cut manifests (``.jsonl``, ``.jsonl.gz``), each a segment of its
+    recording: a file (or a command, run as a wav.scp pipe) read where it lies. What a Kaldi
+    data dir cannot say is refused, naming the cut: a recording split over several files, one
+    channel of a multi-channel recording (``--channel`` picks one for every utterance), audio
+    behind a URL (nothing downloads) or held in memory or a Shar field."""
+    from lhotse import load_manifest_lazy
+
+    for path in manifests:
+        for cut in load_manifest_lazy(path):
+            recording = getattr(cut, "recording", None)
+            origin = f"Lhotse manifest {path}, cut {cut.id}"
+            if recording is None:
+                raise DataDirError(f"{origin}: no recording (features-only cuts have no audio)")
+            if len(recording.sources) != 1:
+                raise DataDirError(f"{origin}: recording {recording.id} is split over "
+                                   f"{len(recording.sources)} sources (one per channel); a "
+                                   "wav.scp entry names one")
+            source = recording.sources[0]
+            channels = cut.channel if isinstance(cut.channel, list) else [cut.channel]
+            if recording.num_channels > 1 and sorted(channels) != list(range(
+                    recording.num_channels)):
+                raise DataDirError(f"{origin}: channel {cut.channel} of {recording.num_channels}; "
+                                   "a Kaldi data dir has no per-utterance channel (the stages' "
+                                   "--channel N picks one for every utterance)")
+            if source.type == "file":
+                entry = os.path.abspath(source.source)
+            elif source.type == "command":
+                entry = f"{source.source} |"
+            else:
+                raise DataDirError(f"{origin}: its audio is a '{source.type}' source, which is "
+                                   "not read in place (files and commands are)")
+            supervisions = list(cut.supervisions)
+            texts = [s.text for s in supervisions if s.text]
+            speaker = next((s.speaker for s in supervisions if s.speaker), None)
+            yield Record(cut.id, entry, origin, text=" ".join(texts) if texts else None,
+                         speaker=speaker, duration=cut.duration, recording=recording.id,
+                         start=cut.start, end=cut.start + cut.duration)
+
+
 FORMATS = {"webdataset": (webdataset_records, (".tar",) + COMPRESSED_TAR),
-           "hf": (hf_records, (".parquet",))}
+           "hf": (hf_records, (".parquet",)),
+           "lhotse": (lhotse_records, (".jsonl", ".jsonl.gz"))}
 
 
 def import_corpus(kind: str, sources: Sequence[str], data_dir: str) -> Dict[str, int]:
     """Writes the data dir of the corpus at ``sources`` in format ``kind``; returns counts."""
     read, suffixes = FORMATS[kind]
     return write_data_dir(read(expand_sources(sources, suffixes)), data_dir)
+
+
+def _write_recordings(by_id: Dict[str, Record], ids: List[str], data_dir: str) -> None:
+    """wav.scp over the recordings and ``segments`` over them, for records that are segments."""
+    recordings: Dict[str, Record] = {}
+    for u in ids:
+        record = by_id[u]
+        reco = kaldi_id(record.recording or record.key)
+        if reco in recordings and recordings[reco].entry != record.entry:
+            raise DataDirError(f"recording '{reco}' has two sources: {recordings[reco].entry} "
+                               f"({recordings[reco].origin}) and {record.entry} "
+                               f"({record.origin})")
+        recordings.setdefault(reco, record)
+    write_table(os.path.join(data_dir, "wav.scp"),
+                ((r, recordings[r].entry) for r in sorted(recordings, key=str.encode)))
+    write_table(os.path.join(data_dir, "segments"),
+                ((u, f"{kaldi_id(by_id[u].recording or by_id[u].key)} "
+                     f"{_seconds(by_id[u].start)} {_seconds(by_id[u].end)}") for u in ids))
+
+
+def _seconds(value: Optional[float]) -> str:
+    """Seconds to the microsecond (no sample moves at any rate below 1 MHz); -1: the end."""
+    if value is None:
+        return "-1"
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def write_data_dir(records: Iterable[Record], data_dir: str) -> Dict[str, int]:
@@ -181,7 +254,10 @@ def write_data_dir(records: Iterable[Record], data_dir: str) -> Dict[str, int]:
     os.makedirs(data_dir, exist_ok=True)
     ids = sorted(by_id, key=lambda u: u.encode("utf-8"))  # LC_ALL=C order
     speaker = {u: kaldi_id(by_id[u].speaker) if by_id[u].speaker else u for u in ids}
-    write_table(os.path.join(data_dir, "wav.scp"), ((u, by_id[u].entry) for u in ids))
+    if any(by_id[u].recording is not None for u in ids):
+        _write_recordings(by_id, ids, data_dir)
+    else:
+        write_table(os.path.join(data_dir, "wav.scp"), ((u, by_id[u].entry) for u in ids))
     write_table(os.path.join(data_dir, "utt2spk"), ((u, speaker[u]) for u in ids))
     spk2utt: Dict[str, List[str]] = {}
     for u in ids:

@@ -1,7 +1,7 @@
-"""Corpora read where they lie: WebDataset tar shards (plain and gzipped) and Hugging Face
-parquet files imported as data dirs (pyscripts/import_corpus.py), their entries decoded from
-memory exactly as the files they were packed from, the stage's outputs equal to a plain
-wav.scp run, bad members named, and a changed shard redoing its job."""
+"""Corpora read where they lie: WebDataset tar shards (plain and gzipped), Hugging Face parquet
+files and Lhotse cut manifests imported as data dirs (pyscripts/import_corpus.py), their entries
+decoded from memory exactly as the files they were packed from, the stage's outputs equal to a
+plain wav.scp run, bad members named, and a changed shard redoing its job."""
 
 import io
 import json
@@ -237,3 +237,61 @@ def test_malformed_entries_say_the_form():
         containers.parse("parquet:/data/a.parquet:1")
     assert containers.parse("/data/a.tar") is None
     assert containers.parse("tar:/d/a.tar.gz:x/y:z.flac").member == "x/y:z.flac"
+
+
+def lhotse_cuts(dest):
+    """Cuts over three sample recordings as LibriHeavy ships them: the 11 s stereo clip cut in
+    two, two recordings whole; supervisions with text and speaker. Returns (manifest, cuts)."""
+    from lhotse import CutSet, Recording, SupervisionSegment
+
+    wav = dict(read_pairs(SAMPLES / "wav.scp"))
+    cuts = []
+    for utt in ("jfk-inaugural1961", "arctic-aew-a0001", "vctk-p225-003"):
+        whole = Recording.from_file(str(SAMPLES / wav[utt]), recording_id=utt).to_cut()
+        pieces = ([whole.truncate(duration=5.5), whole.truncate(offset=5.5)]
+                  if utt.startswith("jfk") else [whole])
+        for n, piece in enumerate(pieces):
+            piece = piece.with_id(f"{utt}-{n}")
+            piece.supervisions = [SupervisionSegment(
+                id=piece.id, recording_id=utt, start=0.0, duration=piece.duration,
+                text=f"words of {piece.id}", speaker=utt.rsplit("-", 1)[0])]
+            cuts.append(piece)
+    manifest = dest / "cuts.jsonl.gz"
+    dest.mkdir(parents=True, exist_ok=True)
+    CutSet.from_cuts(cuts).to_file(manifest)
+    return manifest, cuts
+
+
+def test_lhotse_cuts_become_segments_of_their_recordings(tmp_path, stage_env):
+    manifest, cuts = lhotse_cuts(tmp_path / "lhotse")
+    data = tmp_path / "data"
+    counts = import_corpus("lhotse", [str(manifest)], str(data))
+    assert counts == {"utterances": 4, "speakers": 3, "texts": 4, "durations": 4}
+    wav = dict(read_pairs(SAMPLES / "wav.scp"))
+    assert read_table(data / "wav.scp") == {u: str(SAMPLES / wav[u]) for u in sorted(
+        ("jfk-inaugural1961", "arctic-aew-a0001", "vctk-p225-003"))}
+    segments = read_table(data / "segments")
+    assert segments["jfk-inaugural1961-0"] == "jfk-inaugural1961 0 5.5"
+    assert segments["jfk-inaugural1961-1"] == "jfk-inaugural1961 5.5 11"
+    assert read_table(data / "text")["jfk-inaugural1961-1"] == "words of jfk-inaugural1961-1"
+    # Each segment decodes to the samples Lhotse itself loads for the cut.
+    entries = read_table(data / "wav.scp")
+    for cut in cuts:
+        reco, start, end = segments[cut.id].split()
+        got, _ = read_samples(Utterance(cut.id, entries[reco], float(start), float(end)))
+        np.testing.assert_allclose(got.T, cut.load_audio(), atol=1e-6, err_msg=cut.id)
+    proc = run_feats_stage([*FBANK, data, tmp_path / "out"], stage_env)
+    assert "4 utterances" in proc.stdout
+
+
+def test_lhotse_cuts_a_data_dir_cannot_hold_are_refused(tmp_path):
+    from lhotse import CutSet, Recording
+
+    wav = dict(read_pairs(SAMPLES / "wav.scp"))
+    stereo = Recording.from_file(str(SAMPLES / wav["jfk-inaugural1961"]))
+    left = stereo.to_cut().to_mono()[0].with_id("left")  # channel 0 of 2
+    manifest = tmp_path / "cuts.jsonl"
+    CutSet.from_cuts([left]).to_file(manifest)
+    with pytest.raises(DataDirError, match=f"Lhotse manifest {manifest}, cut left: channel 0 of "
+                                           "2; a Kaldi data dir has no per-utterance channel"):
+        import_corpus("lhotse", [str(manifest)], str(tmp_path / "data"))
