@@ -103,6 +103,7 @@ def test_import_writes_a_kaldi_data_dir_pointing_into_the_shards(corpora, name):
     assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", ["tar", "tar.gz", "parquet"])
 def test_entries_decode_to_the_samples_of_the_packed_files(corpora, name):
     data, _ = corpora[name]
@@ -128,6 +129,7 @@ def test_a_gzipped_shard_is_streamed_once_when_read_in_order(corpora, monkeypatc
     assert len(opened) == len(set(opened)) == 2  # two shards, each opened once
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", ["tar", "tar.gz", "parquet"])
 def test_the_stage_on_shards_equals_the_plain_run_bit_for_bit(corpora, name, tmp_path, stage_env):
     data, _ = corpora[name]
@@ -262,6 +264,7 @@ def lhotse_cuts(dest):
     return manifest, cuts
 
 
+@pytest.mark.kernels
 def test_lhotse_cuts_become_segments_of_their_recordings(tmp_path, stage_env):
     manifest, cuts = lhotse_cuts(tmp_path / "lhotse")
     data = tmp_path / "data"
