@@ -20,15 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from speechdump.device import cpu_description  # noqa: E402
-
-
-def cpu_flags() -> set:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+from speechdump.device import cpu_description, cpu_flags  # noqa: E402
 
 
 def second_configuration() -> str:

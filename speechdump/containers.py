@@ -34,6 +34,7 @@ COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _TAR = re.compile(r"^tar:(?P<path>.+?\.(?:tar|tar\.gz|tgz|tar\.bz2|tar\.xz)):(?P<rest>.+)$")
 _PARQUET = re.compile(r"^parquet:(?P<path>.+?\.parquet):(?P<group>\d+):(?P<row>\d+)$")
 AUDIO_COLUMN = "audio"
+PREFIXES = ("tar:", "parquet:")  # every container entry starts with one of these
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,6 @@ def read_bytes(entry: ContainerEntry) -> bytes:
     if entry.kind == "tar-member":
         return _STREAMS.member(entry.path, entry.member)
     return _ROW_GROUPS.audio_bytes(entry.path, entry.row_group, entry.row)
-
-
-def identity(entry: ContainerEntry) -> str:
-    """``<size> <mtime_ns>`` of the container file: what a rerun compares (the entry itself
-    holds the offset and size, member or row)."""
-    stat = os.stat(entry.path)
-    return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
 class _Shard:

@@ -46,8 +46,8 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "amx_tile", "amx_bf16")
 
 
-def cpu_model() -> str:
-    """The CPU's model name and family (``/proc/cpuinfo``), e.g. ``AMD EPYC (family 25)``."""
+def _cpu_fields() -> dict:
+    """The first processor's block of ``/proc/cpuinfo`` (empty where there is none)."""
     fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -57,7 +57,19 @@ def cpu_model() -> str:
                 key, _, value = line.partition(":")
                 fields[key.strip()] = value.strip()
     except OSError:
-        return "unknown CPU"
+        pass
+    return fields
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ...)."""
+    return set(_cpu_fields().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name and family (``/proc/cpuinfo``), e.g. ``AMD EPYC (family 25)``, and
+    the flags of ``KERNEL_FLAGS`` it has."""
+    fields = _cpu_fields()
     flags = set(fields.get("flags", "").split())
     family = f" (family {fields['cpu family']})" if "cpu family" in fields else ""
     present = " ".join(flag for flag in KERNEL_FLAGS if flag in flags)

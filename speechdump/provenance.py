@@ -179,8 +179,7 @@ def _what_changed(old: str, new: str) -> str:
         return f"its segment changed ({start0}..{end0} s -> {start1}..{end1} s)"
     if size0.startswith("pipe:") or size1.startswith("pipe:"):
         return "a file its pipe command reads changed (size or modification time)"
-    what = ("the shard it reads" if entry1.startswith(("tar:", "parquet:"))
-            else "its audio file")
+    what = "the shard it reads" if entry1.startswith(containers.PREFIXES) else "its audio file"
     if size0 != size1:
         return f"{what} changed (size {size0} -> {size1} bytes)"
     return f"{what} was modified (modification time)"
