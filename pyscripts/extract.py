@@ -121,8 +121,9 @@ def main(argv=None) -> int:
         exc.args = (f"job {args.job}: {exc}",)
         raise
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad; peak memory %.0f MiB",
-                 stats.done, stats.audio_seconds, stats.wall_seconds, len(stats.bad), peak_mib)
+    logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad; %.1f MB read; peak memory "
+                 "%.0f MiB", stats.done, stats.audio_seconds, stats.wall_seconds, len(stats.bad),
+                 stats.bytes_read / 1e6, peak_mib)
     for utt_id, reason in stats.bad:
         logging.warning("skipped bad utterance %s: %s", utt_id, reason)
     return 0

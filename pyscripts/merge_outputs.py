@@ -111,6 +111,8 @@ def describe_runs(records: list, ran: list) -> str:
                 "(--force true redoes them)")
     lines = [f"job {job} ran: {records[job - 1]['why']}" for job in ran
              if records[job - 1].get("why") not in (None, "", "it has no finished output")]
+    lines += [f"job {job} resumed after the {records[job - 1]['resumed']} utterances it had "
+              "committed before it stopped" for job in ran if records[job - 1].get("resumed")]
     reused = [str(job) for job in range(1, len(records) + 1) if job not in ran]
     if reused:
         lines.append(f"jobs reused, nothing they depend on changed: {', '.join(reused)}")

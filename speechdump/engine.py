@@ -8,7 +8,9 @@ small, while the next utterances load. The batches of a window run on ``compute_
 threads at once where the extractor allows it (``concurrent_forward``), each forward pass at the
 job's ``--precision`` (``speechdump.precision``). Results are written in the job's input order,
 so the output never depends on thread timing; batch composition changes values only at the
-rounding of the kernels picked for each batch shape (README, Exactness).
+rounding of the kernels picked for each batch shape (README, Exactness). A window is cut from
+where the last one ended, so a job resumed after a committed window (``speechdump.job``) forms
+the same windows, and batches, as an uninterrupted run.
 
 Memory is bounded by the window being run (its prepared inputs and all its outputs: for
 frame-level features of every layer of an SSL model, about 2 MB per second of audio) and the
@@ -63,6 +65,7 @@ class JobStats:
     wall_seconds: float = 0.0
     durations: List[Tuple[str, float]] = field(default_factory=list)
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (utt id, reason)
+    bytes_read: int = 0  # by the job's process while it ran (its audio and shards)
 
 
 class _Prefetch:
@@ -178,8 +181,10 @@ class _Loader:
 
 def run(utterances: Sequence[Utterance], extractor: Extractor,
         write: Callable[[str, np.ndarray], None], options: EngineOptions,
-        desc: str = "extract") -> JobStats:
-    """Extracts every utterance and calls ``write(utt_id, array)`` in input order.
+        desc: str = "extract",
+        checkpoint: Optional[Callable[[int, JobStats], None]] = None) -> JobStats:
+    """Extracts every utterance and calls ``write(utt_id, array)`` in input order, and
+    ``checkpoint(n, stats)`` after each window: the first ``n`` utterances are written.
 
     A bad utterance raises its UtteranceError, or with ``skip_bad`` is recorded in
     ``JobStats.bad`` and skipped.
@@ -197,12 +202,16 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     loaded = _Prefetch(loader, utterances, max(options.num_workers, 1),
                        2 * window if options.num_workers > 0 else 1,
                        2 * options.sort_window_seconds)
+    consumed = 0
     try:
         for chunk in _windows(iter(loaded), window, options.sort_window_seconds):
             # The window's outputs live only inside _run_window; its loaded inputs are
             # released here, before the next window is gathered.
             _run_window(chunk, extractor, write, options, stats, bar, forward)
+            consumed += len(chunk)
             del chunk
+            if checkpoint is not None:
+                checkpoint(consumed, stats)
             speed = stats.audio_seconds / max(time.time() - start, 1e-9)
             bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
     finally:

@@ -11,6 +11,14 @@ and a rerun skips the job when ``is_done``. A job that fails leaves neither its 
 ``done.<n>``; an output it cannot write (disk full, file size limit) raises ``WriteError``,
 naming the file.
 
+A long job commits as it goes (``checkpoint``, after each window of the engine): the arks and
+partial scps are synced to disk, then a line appended to ``progress.<n>`` says how far they
+are committed (their sizes, the utterances covered, their durations and bad ones). A rerun of
+the job with the same config and input (after a SIGKILL, a node failure, a Slurm requeue, or an
+error other than a full disk) cuts the files back to the last committed line and goes on from
+the next utterance; with anything else it starts from zero. The final scps still appear only
+when the whole job is done, so no scp line ever points into an uncommitted part.
+
 The merge writes the record of the whole stage beside its scps (``meta.json``): the config and
 the streams, so that a later stage can tell what a feature is (its frame shift, for one).
 """
@@ -18,6 +26,7 @@ the streams, so that a later stage can tell what a feature is (its frame shift, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import (TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
@@ -28,7 +37,7 @@ import numpy as np
 from speechdump.data import Utterance, atomic_path, read_table, write_table
 from speechdump.errors import WriteError
 from speechdump.extractors.base import Extractor, Stream
-from speechdump.kaldi_io import ArkScpWriter, writing
+from speechdump.kaldi_io import PARTIAL_SUFFIX, ArkScpWriter, writing
 from speechdump.provenance import config_changes, input_changes
 
 if TYPE_CHECKING:
@@ -44,6 +53,10 @@ def stream_names(tag: str, extractor: Extractor) -> Dict[str, str]:
 
 def done_path(split_dir: str, job: int) -> str:
     return os.path.join(split_dir, f"done.{job}")
+
+
+def progress_path(split_dir: str, job: int) -> str:
+    return os.path.join(split_dir, f"progress.{job}")
 
 
 def read_done(split_dir: str, job: int) -> dict:
@@ -137,6 +150,12 @@ class JobWriter:
         self._writers: Dict[str, ArkScpWriter] = {}
         self._num_frames: List[Tuple[str, str]] = []
         self._finished = False
+        # What a run before this one committed (``progress.<n>``), and how much of this run's
+        # durations, bad utterances and frame counts are in the journal.
+        self.resumed = 0  # utterances of the input covered before
+        self._prior_durations: List[Tuple[str, float]] = []
+        self._prior_bad: List[Tuple[str, str]] = []
+        self._journaled = (0, 0, 0)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.split_dir, name)
@@ -149,18 +168,87 @@ class JobWriter:
         for path in stale:
             if os.path.exists(path):
                 os.remove(path)
+        committed = self._committed_before()
+        if committed is None and os.path.exists(self._progress):
+            os.remove(self._progress)
         try:
             for stem, stream in self.streams:
                 self._writers[stream.name] = ArkScpWriter(
                     self._path(f"{stem}.{self.job}.ark"), self._path(f"{stem}.{self.job}.scp"),
-                    compress=self._compress and self._types[stream.name] == np.float32)
+                    compress=self._compress and self._types[stream.name] == np.float32,
+                    resume_at=tuple(committed["sizes"][stem]) if committed else None)
         except BaseException:
             self.discard()
             raise
+        if committed:
+            self.resumed = committed["consumed"]
+            self._prior_durations = [tuple(d) for d in committed["durations"]]
+            self._prior_bad = [tuple(b) for b in committed["bad"]]
+            self._num_frames = [tuple(f) for f in committed["frames"]]
+            self._journaled = (0, 0, len(self._num_frames))
         return self
 
+    @property
+    def _progress(self) -> str:
+        return progress_path(self.split_dir, self.job)
+
+    def _committed_before(self) -> Optional[dict]:
+        """What ``progress.<n>`` says was committed, where it was written for this config and
+        input and its files still hold what it says; else None (the job starts from zero)."""
+        try:
+            with open(self._progress, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except OSError:
+            return None
+        try:
+            header = json.loads(lines[0])
+            # A line cut short by the kill is the last one; it committed nothing.
+            entries = [json.loads(line) for line in lines[1:-1]]
+        except ValueError:
+            return None
+        if (header.get("config") != self.config or header.get("input") != self.input
+                or not entries):
+            return None
+        last = entries[-1]
+        for stem, _ in self.streams:
+            sizes = last["sizes"].get(stem)
+            if sizes is None:
+                return None
+            for name, size in zip((f"{stem}.{self.job}.ark",
+                                   f"{stem}.{self.job}.scp{PARTIAL_SUFFIX}"), sizes):
+                path = self._path(name)
+                if not os.path.exists(path) or os.path.getsize(path) < size:
+                    return None
+        return {"consumed": last["consumed"], "sizes": last["sizes"],
+                "durations": [d for e in entries for d in e["durations"]],
+                "bad": [b for e in entries for b in e["bad"]],
+                "frames": [n for e in entries for n in e["frames"]]}
+
+    def checkpoint(self, consumed: int, durations: Sequence[Tuple[str, float]] = (),
+                   bad: Sequence[Tuple[str, str]] = ()) -> None:
+        """Commits what is written so far: the first ``consumed`` utterances of the input
+        (counting those of a run this one resumed). ``durations`` and ``bad``: this run's so
+        far, as ``finish`` takes them."""
+        sizes = {stem: self._writers[stream.name].sync() for stem, stream in self.streams}
+        done_dur, done_bad, done_frames = self._journaled
+        entry = {"consumed": consumed, "sizes": sizes,
+                 "durations": [[u, round(s, 4)] for u, s in durations[done_dur:]],
+                 "bad": [list(b) for b in bad[done_bad:]],
+                 "frames": [list(n) for n in self._num_frames[done_frames:]]}
+        new = not os.path.exists(self._progress)
+        with writing(self._progress), open(self._progress, "a", encoding="utf-8") as f:
+            if new:
+                f.write(json.dumps({"config": self.config, "input": self.input}) + "\n")
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._journaled = (len(durations), len(bad), len(self._num_frames))
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if exc_type is not None and os.path.exists(self._progress) and not issubclass(
+                exc_type, WriteError):
+            self._close()  # committed windows stay for a rerun; nothing points past them
+        elif exc_type is not None:
             self.discard()
         elif not self._finished:
             self.discard()
@@ -172,12 +260,19 @@ class JobWriter:
         return next(iter(self._writers.values())).count if self._writers else 0
 
     def discard(self) -> None:
-        """Removes every ark and scp of the job, committed or not, and its ``done.<n>``."""
+        """Removes every ark and scp of the job, committed or not, its ``progress.<n>`` and
+        its ``done.<n>``."""
         for writer in self._writers.values():
             writer.abort()
+        if os.path.exists(self._progress):
+            os.remove(self._progress)
         if self._finished:
             os.remove(done_path(self.split_dir, self.job))
             self._finished = False
+
+    def _close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
 
     def write(self, utt_id: str, output) -> None:
         """One utterance's output: an array for a single unnamed stream, else
@@ -202,18 +297,30 @@ class JobWriter:
             writer.commit()
         if durations is not None:
             _write_table(self._path(f"utt2dur.{self.job}"),
-                         ((u, f"{s:.4f}") for u, s in durations))
+                         ((u, f"{s:.4f}") for u, s in self._prior_durations + list(durations)))
         if self.frame_level:
             _write_table(self._path(f"utt2num_frames.{self.job}"), self._num_frames)
+        bad = self._prior_bad + list(bad)
         _write_table(self._path(f"bad_utts.{self.job}"), bad)
         record = {"config": self.config, "input": self.input, "finished": time.time(),
                   "streams": [dict(stream.to_record(), stem=stem) for stem, stream in self.streams],
-                  "utterances": self.count, "bad": len(bad), **summary}
+                  "utterances": self.count, "bad": len(bad), "resumed": self.resumed, **summary}
         done = done_path(self.split_dir, self.job)
         with writing(done), atomic_path(done) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f)
         self._finished = True
+        if os.path.exists(self._progress):
+            os.remove(self._progress)
         return record
+
+
+def bytes_read() -> int:
+    """Bytes this process has read through system calls so far (Linux), else 0."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, split_dir: str,
@@ -226,9 +333,16 @@ def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, spl
     with JobWriter(split_dir, job, streams, dtype, compress, config, input) as out:
         from speechdump import engine  # here: reading job records (the merge) needs no torch
 
-        stats = engine.run(utterances, extractor, out.write, options, desc=tag)
+        if out.resumed:
+            logging.info("job %d resumes after the %d of its %d utterances it committed before",
+                         job, out.resumed, len(utterances))
+        before = bytes_read()  # the model is loaded: what is read from here on is the audio
+        stats = engine.run(utterances[out.resumed:], extractor, out.write, options, desc=tag,
+                           checkpoint=lambda n, stats: out.checkpoint(out.resumed + n,
+                                                                      stats.durations, stats.bad))
+        stats.bytes_read = bytes_read() - before
         out.finish(stats.durations, stats.bad, audio_seconds=round(stats.audio_seconds, 3),
-                   why=why)
+                   bytes_read=stats.bytes_read, why=why)
     return stats
 
 

@@ -3,7 +3,9 @@
 Writing: ``ArkScpWriter`` appends arrays to ``<prefix>.ark`` as they come and its index to
 ``<prefix>.scp.partial``; only ``commit()`` (after the ark is flushed to disk) renames the index
 to ``<prefix>.scp``. A job killed at any moment therefore leaves no scp line pointing into a
-partial ark, and the presence of ``<prefix>.scp`` means the writer finished. A file that cannot
+partial ark, and the presence of ``<prefix>.scp`` means the writer finished. ``sync()`` puts
+what is written so far on disk and returns the two files' sizes; a writer opened with
+``resume_at`` those sizes cuts whatever came after them and goes on from there. A file that cannot
 be written (disk full, file size limit, permissions) raises ``WriteError``, which names it.
 
 Reading, three ways for three uses:
@@ -209,22 +211,26 @@ def writing(path: str) -> Iterator[None]:
 class ArkScpWriter:
     """Appends (key, array) records to an ark and its scp; see the module docstring."""
 
-    def __init__(self, ark_path: str, scp_path: str, compress: bool = False):
+    def __init__(self, ark_path: str, scp_path: str, compress: bool = False,
+                 resume_at: Optional[Tuple[int, int]] = None):
         self.compress = compress
         self.ark_path = ark_path
         self.scp_path = scp_path
         self._partial_scp = scp_path + PARTIAL_SUFFIX
         self._committed = False
+        self.count = 0
         with writing(ark_path):
-            self._ark = open(ark_path, "wb")
+            self._ark = _open_at(ark_path, resume_at[0] if resume_at else None)
         try:
             with writing(self._partial_scp):
-                self._scp = open(self._partial_scp, "w", encoding="utf-8")
+                self._scp = _open_at(self._partial_scp, resume_at[1] if resume_at else None)
+                if resume_at:
+                    self._scp.seek(0)
+                    self.count = self._scp.read().count(b"\n")
         except WriteError:
             self._ark.close()
             os.remove(ark_path)
             raise
-        self.count = 0
 
     def write(self, key: str, array: np.ndarray) -> None:
         if not key or any(c.isspace() for c in key):
@@ -243,8 +249,17 @@ class ArkScpWriter:
             kaldiio.save_ark(self._ark, {key: array}, write_function=write_function,
                              compression_method=compression)
         with writing(self._partial_scp):
-            self._scp.write(f"{key} {self.ark_path}:{offset}\n")
+            self._scp.write(f"{key} {self.ark_path}:{offset}\n".encode("utf-8"))
         self.count += 1
+
+    def sync(self) -> Tuple[int, int]:
+        """Puts the records written so far on disk; returns the sizes of the ark and of the
+        partial scp (what ``resume_at`` takes)."""
+        for f, path in ((self._ark, self.ark_path), (self._scp, self._partial_scp)):
+            with writing(path):
+                f.flush()
+                os.fsync(f.fileno())
+        return self._ark.tell(), self._scp.tell()
 
     def commit(self) -> None:
         for f, path in ((self._ark, self.ark_path), (self._scp, self._partial_scp)):
@@ -255,6 +270,11 @@ class ArkScpWriter:
         with writing(self.scp_path):
             os.replace(self._partial_scp, self.scp_path)
         self._committed = True
+
+    def close(self) -> None:
+        """Closes the files as they are: what ``sync`` returned stays resumable."""
+        for f in (self._ark, self._scp):
+            f.close()
 
     def abort(self) -> None:
         """Discards what this writer wrote (committed or not), the ark included: on a full disk
@@ -277,6 +297,21 @@ class ArkScpWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _open_at(path: str, size: Optional[int]):
+    """``path`` opened for writing bytes: new (``size`` None), or cut to ``size`` bytes and
+    positioned there; a file shorter than ``size`` is an OSError (it is not the file that was
+    synced)."""
+    if size is None:
+        return open(path, "wb")
+    f = open(path, "r+b")
+    if os.fstat(f.fileno()).st_size < size:
+        f.close()
+        raise OSError(f"{path} holds fewer than the {size} bytes synced before")
+    f.truncate(size)
+    f.seek(size)
+    return f
 
 
 def write_ark_scp(ark_path: str, scp_path: str, arrays: Dict[str, np.ndarray]) -> None:

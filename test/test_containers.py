@@ -238,7 +238,10 @@ def test_malformed_entries_say_the_form():
     with pytest.raises(ValueError, match="is not parquet:<file.parquet>:<row group>:<row>"):
         containers.parse("parquet:/data/a.parquet:1")
     assert containers.parse("/data/a.tar") is None
-    assert containers.parse("tar:/d/a.tar.gz:x/y:z.flac").member == "x/y:z.flac"
+    with pytest.raises(ValueError, match="named by <index>:<member>"):
+        containers.parse("tar:/data/a.tar.gz:x.flac")
+    entry = containers.parse("tar:/d/a.tar.gz:7:x/y:z.flac")
+    assert (entry.index, entry.member) == (7, "x/y:z.flac")
 
 
 def lhotse_cuts(dest):

@@ -113,10 +113,14 @@ extract_stage_prepare() {
         log "--force true: every job runs again"
         rm -f "$split"/done.*
     fi
-    local dur_opt=() parts=() n
-    [ -f "$data/utt2dur" ] && dur_opt=(--utt2dur "$data/utt2dur")
+    local split_opts=() parts=() n how
+    [ -f "$data/utt2dur" ] && split_opts+=(--utt2dur "$data/utt2dur")
+    [ -f "$data/segments" ] && split_opts+=(--wav_scp "$data/wav.scp")
     for n in $(seq "$nj"); do parts+=("$split/input.$n"); done
-    split_scp.pl "${dur_opt[@]}" "$todo" "${parts[@]}"
+    # Like split_scp.pl, and a shard's utterances go to one job in the order they lie there.
+    how=$("$python" "$root/pyscripts/split_jobs.py" "${split_opts[@]}" "$todo" "${parts[@]}") ||
+        { log "ERROR: splitting $todo into $nj jobs failed (the line above says why)"; exit 1; }
+    [ -z "$how" ] || log "$how"
     if [ -f "$data/segments" ]; then
         job_input=(--segments "$split/input.JOB" "$data/wav.scp")
     else
