@@ -79,3 +79,8 @@ class CompatError(SpeechdumpError):
 class ShardError(SpeechdumpError, ValueError):
     """A token or feature shard set is malformed or its files disagree; the message names the
     file (and the utterance where one is concerned)."""
+
+
+class TrialError(SpeechdumpError, ValueError):
+    """A trial list, the embeddings it names, a cohort or a back-end model do not fit; the
+    message names the file (and the line or the ids)."""
