@@ -187,7 +187,7 @@ def test_duration_pass_honours_skip_bad(tmp_path, stage_env):
     """Stage 2 lists unreadable audio with --skip_bad true, and stage 3 lists it in bad_utts."""
     data, bad = corrupt_data_dir(tmp_path)
     args = ["./run.sh", "--datadir", str(tmp_path / "data"), "--dumpdir", str(tmp_path / "dump"),
-            "--stage", "2", "--stop_stage", "3"]
+            "--stage", "2", "--stop_stage", "3", "--sets", "sample"]
     proc = subprocess.run(args, cwd=SPK1, env=stage_env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1

@@ -25,8 +25,8 @@ def test_report_of_a_single_speaker_set(tmp_path, stage_env):
     and the figure."""
     make_data_dir(tmp_path / "data" / "sample", keep=set(LJSPEECH))
     dump = tmp_path / "dump"
-    proc = recipe("spk1", ["--stage", 2, "--datadir", tmp_path / "data", "--dumpdir", dump],
-                  stage_env)
+    proc = recipe("spk1", ["--stage", 2, "--stop_stage", 4, "--sets", "sample", "--datadir",
+                           tmp_path / "data", "--dumpdir", dump], stage_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "utterances: 2  speakers: 1\n" in proc.stdout
@@ -42,8 +42,8 @@ def test_report_of_a_single_speaker_set(tmp_path, stage_env):
 def test_report_before_stage_3_says_to_run_it(tmp_path, stage_env):
     make_data_dir(tmp_path / "data" / "sample", keep=set(BASE))
     dump = tmp_path / "dump"
-    proc = recipe("spk1", ["--stage", 4, "--datadir", tmp_path / "data", "--dumpdir", dump],
-                  stage_env)
+    proc = recipe("spk1", ["--stage", 4, "--stop_stage", 4, "--sets", "sample", "--datadir",
+                           tmp_path / "data", "--dumpdir", dump], stage_env)
     assert proc.returncode == 1
     assert (f"ERROR: {dump}/resemblyzer/sample/resemblyzer.scp is missing: run stage 3 first "
             "(./run.sh --stage 3,") in proc.stderr
@@ -59,8 +59,11 @@ def test_report_before_stage_3_says_to_run_it(tmp_path, stage_env):
 
 
 @pytest.mark.parametrize("name, args, message", [
-    ("spk1", ["--stage", 5], "ERROR: --stage 5: this recipe has stages 1 to 4"),
-    ("spk1", ["--stage", 0], "ERROR: --stage 0: this recipe has stages 1 to 4"),
+    ("spk1", ["--stage", 6], "ERROR: --stage 6: this recipe has stages 1 to 5"),
+    ("spk1", ["--stage", 0], "ERROR: --stage 0: this recipe has stages 1 to 5"),
+    ("spk1", ["--score_set", "dev"], "ERROR: --score_set and --cohort_set must be among --sets "
+     "(sample sample_pieces sample_cohort); dev is not"),
+    ("spk1", ["--score_set", ""], "ERROR: --cohort_set sample_cohort needs --score_set"),
     ("tok1", ["--stage", 6], "ERROR: --stage 6: this recipe has stages 1 to 5"),
     ("ssl1", ["--stage", 4], "ERROR: --stage 4: this recipe has stages 1 to 3"),
     ("tok1", ["--stage", "three"], "ERROR: --stage must be a stage number, got 'three'"),
@@ -85,8 +88,9 @@ def test_each_recipe_help_lists_its_own_stages(stage_env):
         proc = recipe(name, ["--help"], stage_env)
         assert proc.returncode == 0 and proc.stdout == ""
         helps[name] = stage_lines(proc.stderr)
-    assert [line[:2] for line in helps["spk1"]] == ["1:", "2:", "3:", "4:"]
+    assert [line[:2] for line in helps["spk1"]] == ["1:", "2:", "3:", "4:", "5:"]
     assert helps["spk1"][3].startswith("4: report")
+    assert helps["spk1"][4].startswith("5: with --score_set: each trial list")
     assert [line[:2] for line in helps["ssl1"]] == ["1:", "2:", "3:"]
     assert helps["ssl1"][2].startswith("3: features")
     assert [line[:2] for line in helps["tok1"]] == ["1:", "2:", "3:", "4:", "5:"]

@@ -246,6 +246,17 @@ def test_recipe_runs_from_its_dir_with_outputs_anywhere(tmp_path, stage_env):
     assert "EER over all utterance pairs: 0.00 %" in proc.stdout
     assert (out / "report" / "resemblyzer.png").stat().st_size > 10_000
     assert "same-speaker cosine" in (out / "report" / "resemblyzer.txt").read_text()
+    # Stage 5: trials of 1 s pieces, raw and AS-normalised against the other speakers.
+    scores = tmp_path / "dump" / "resemblyzer" / "sample_pieces" / "scores"
+    trials = (tmp_path / "data" / "sample_pieces" / "trials" / "sample_pieces").read_text()
+    assert trials.count(" target\n") == 250 and trials.count(" nontarget\n") == 775
+    for norm in ("none", "asnorm"):
+        results = dict(line.split() for line in
+                       (scores / f"sample_pieces.{norm}" / "results").read_text().splitlines())
+        assert 0 < float(results["EER"]) < 20
+        assert len((scores / f"sample_pieces.{norm}" / "scores").read_text().splitlines()) \
+            == 1025
+    assert "9 cohort embeddings (top 5)" in proc.stdout
 
 
 @pytest.mark.parametrize("name", ["out$(touch PWNED)", "out;touch PWNED", "out`touch PWNED`",
