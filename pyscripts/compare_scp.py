@@ -27,7 +27,17 @@ def main(argv=None) -> int:
             print(f"compare_scp.py: '{key_a}': shape {np.shape(x)} vs {np.shape(y)}",
                   file=sys.stderr)
             return 1
-        diff = float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max(initial=0))
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        # Equal values (infinities too) and NaN against NaN differ by 0; NaN against a number,
+        # by NaN: a mismatch whatever the tolerance.
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        with np.errstate(invalid="ignore"):  # inf - inf where they are equal: masked
+            diffs = np.where(same, 0.0, np.abs(x - y))
+        if np.isnan(diffs).any():
+            print(f"compare_scp.py: '{key_a}': NaN in one scp where the other has a number",
+                  file=sys.stderr)
+            return 1
+        diff = float(diffs.max(initial=0))
         if diff >= worst:
             worst, worst_key = diff, key_a
         count += 1

@@ -460,7 +460,7 @@ def nemo_manifests(sources: Sequence[str]) -> List[str]:
             if _NEMO_MANIFEST in names:
                 whole.append(os.path.join(root, _NEMO_MANIFEST))
             sharded.extend(os.path.join(root, n) for n in names if _NEMO_SHARD_MANIFEST.match(n))
-        covered = {os.path.dirname(path) for path in whole}
+        covered = {os.path.dirname(os.path.abspath(path)) for path in whole}
         found = whole + [path for path in sharded if _nemo_dataset_dir(path) not in covered]
         if not found:
             raise DataDirError(f"{source}: no NeMo manifest there ({_NEMO_MANIFEST} or "

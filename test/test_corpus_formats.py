@@ -170,6 +170,18 @@ def test_both_nemo_manifest_layouts_give_the_same_data_dir(corpora):
                 read_table(corpora["nemo-sharded"][0] / table))
 
 
+def test_a_relative_nemo_folder_reads_each_dataset_once(tmp_path, monkeypatch):
+    """A folder holding both layouts, named relative to the working directory: the whole
+    manifest is read, its shards' manifests are not read again (the same ids twice)."""
+    pack_nemo(tmp_path / "nemo")
+    import_corpus("nemo", [str(tmp_path / "nemo")], str(tmp_path / "absolute"))
+    monkeypatch.chdir(tmp_path)
+    import_corpus("nemo", ["nemo"], str(tmp_path / "relative"))
+    for table in ("wav.scp", "utt2spk", "text", "utt2dur"):
+        assert (read_table(tmp_path / "relative" / table)
+                == read_table(tmp_path / "absolute" / table))
+
+
 @pytest.mark.kernels
 @pytest.mark.parametrize("name", NAMES)
 def test_entries_decode_to_the_samples_of_the_packed_files(corpora, name):

@@ -191,3 +191,23 @@ def test_an_entry_is_read_alone_and_errors_name_it(tmp_path):
     with pytest.raises(ScpReadError, match=f"cannot read utterance 'mat32' of {scp} from "
                                            f"'{ark}:\\d+': FileNotFoundError"):
         load_entry(location, "mat32", str(scp))
+
+
+def test_compare_scp_fails_on_nan_against_a_number_and_passes_equal_infinities(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_scp", os.path.join(os.path.dirname(__file__), "..", "pyscripts",
+                                    "compare_scp.py"))
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    scps = {}
+    for name, values in (("a", [1, 2, np.inf, np.nan]), ("b", [1, 2, np.inf, np.nan]),
+                         ("c", [1, np.nan, np.inf, np.nan])):
+        write_ark_scp(str(tmp_path / f"{name}.ark"), str(tmp_path / f"{name}.scp"),
+                      {"u": np.array(values, np.float32)})
+        scps[name] = str(tmp_path / f"{name}.scp")
+    assert compare.main(["--tolerance", "0", scps["a"], scps["b"]]) == 0
+    assert "max abs difference 0 (at u)" in capsys.readouterr().out
+    assert compare.main(["--tolerance", "0", scps["a"], scps["c"]]) == 1
+    assert "'u': NaN in one scp where the other has a number" in capsys.readouterr().err
