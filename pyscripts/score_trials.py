@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     points = operating_points(args)
     config = ScoringConfig(backend=args.backend, plda=args.plda, norm=args.norm,
                            cohort=args.cohort, top_n=args.top_n, mean_scp=args.mean_scp,
-                           points=points, enroll_by=args.enroll_by, data_dir=args.data_dir)
+                           enroll_by=args.enroll_by, data_dir=args.data_dir)
     scored = score(args.trials, args.enroll_scp, args.test_scp, config)
     trials = scored.trials
     norm = "" if args.norm == "none" else \

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-import kaldiio
 import numpy as np
 
-from speechdump.data import atomic_path, read_table
+from speechdump.data import atomic_path, read_keys, read_table
 from speechdump.errors import TrialError
 from speechdump.verification.metrics import OperatingPoint, figures
 from speechdump.verification.plda import PldaBackend, PldaModel
@@ -31,8 +30,6 @@ class ScoringConfig:
     cohort: Optional[str] = None
     top_n: int = 300
     mean_scp: Optional[str] = None
-    points: Sequence[OperatingPoint] = field(default_factory=lambda: [
-        OperatingPoint(0.01, 1, 1), OperatingPoint(0.05, 1, 1)])
     enroll_by: str = "utt"
     data_dir: Optional[str] = None
 
@@ -73,8 +70,8 @@ def score(trials_path: str, enroll_scp: str, test_scp: str, config: ScoringConfi
         wav_scp = read_table(os.path.join(config.data_dir, "wav.scp"))
         if config.enroll_by == "spk":
             utt2spk = read_table(os.path.join(config.data_dir, "utt2spk"))
-    enroll_keys = set(kaldiio.load_scp(enroll_scp))
-    test_keys = enroll_keys if enroll_scp == test_scp else set(kaldiio.load_scp(test_scp))
+    enroll_keys = set(read_keys(enroll_scp))
+    test_keys = enroll_keys if enroll_scp == test_scp else set(read_keys(test_scp))
     enroll_names = set(utt2spk.values()) if utt2spk is not None else enroll_keys
     trials = read_trials(trials_path, wav_scp, known_ids=enroll_names | test_keys)
     backend = _backend(config)
@@ -104,7 +101,7 @@ def score(trials_path: str, enroll_scp: str, test_scp: str, config: ScoringConfi
 
     test = backend.side(test_emb)
     enroll = test if enroll_emb is test_emb else backend.side(enroll_emb, groups)
-    rows_e, rows_t = _rows(enroll.ids, trials.enroll), _rows(test.ids, trials.test)
+    rows_e, rows_t = enroll.rows(trials.enroll), test.rows(trials.test)
     scores = backend.score_pairs(enroll, rows_e, test, rows_t)
     cohort_size = 0
     if config.norm != "none":
@@ -122,11 +119,6 @@ def _backend(config: ScoringConfig):
         return PldaBackend(PldaModel.load(config.plda))
     return CosineBackend(read_embeddings(config.mean_scp).matrix.mean(axis=0)
                          if config.mean_scp else None)
-
-
-def _rows(ids: List[str], keys: List[str]) -> np.ndarray:
-    index = {key: row for row, key in enumerate(ids)}
-    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
 
 
 def write_outputs(scored: Scored, out_dir: str, points: Sequence[OperatingPoint],

@@ -98,6 +98,10 @@ class Side:
     matrix: np.ndarray
     counts: np.ndarray
 
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        index = {key: row for row, key in enumerate(self.ids)}
+        return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+
 
 def unit(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
