@@ -170,6 +170,31 @@ def test_a_changed_shard_redoes_its_job_only(tmp_path, stage_env):
     assert f"jobs reused, nothing they depend on changed: {3 - job}" in proc.stdout
 
 
+def test_a_changed_parquet_file_redoes_the_jobs_that_read_it(tmp_path, stage_env):
+    import pyarrow.parquet as pq
+
+    path = pack_parquet(tmp_path / "parquet")
+    data = tmp_path / "data"
+    import_corpus("hf", [str(path.parent)], str(data))
+    out = tmp_path / "out"
+    run_feats_stage([*FBANK, data, out], stage_env)
+    again = run_feats_stage([*FBANK, data, out], stage_env).stdout
+    assert "all 2 jobs reused: nothing they depend on changed since they ran" in again
+    # The same rows and row groups, one recording's bytes replaced by another's.
+    table = pq.read_table(path)
+    audio = table.column("audio").to_pylist()
+    audio[1] = dict(audio[0])
+    pq.write_table(table.set_column(1, "audio", [audio]), path, row_group_size=4)
+    import_corpus("hf", [str(path.parent)], str(tmp_path / "again"))
+    assert read_table(tmp_path / "again" / "wav.scp") == read_table(data / "wav.scp")
+    proc = run_feats_stage([*FBANK, data, out], stage_env)
+    for job in (1, 2):  # one file for two jobs: cut between them, both read it
+        first = next(iter(read_table(out / "split2" / f"input.{job}")))
+        assert f"job {job} ran: '{first}': the shard it reads changed (size" in proc.stdout
+    feats = dict(kaldiio.load_scp_sequential(str(out / "feats.scp")))
+    np.testing.assert_array_equal(feats[UTTS[1]], feats[UTTS[0]])  # the new bytes were read
+
+
 def test_bad_members_are_named_and_skip_bad_keeps_the_rest(tmp_path, stage_env):
     shards = pack_webdataset(tmp_path / "tar")
     data = tmp_path / "data"
