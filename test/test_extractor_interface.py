@@ -63,7 +63,7 @@ def test_the_pre_flight_imports_no_torch_where_the_toolkit_needs_none_to_check(t
     from build_speechbrain_model import build as build_speechbrain
     from build_ssl_model import build as build_ssl
 
-    models = {"fbank": None, "mfcc": None,
+    models = {"fbank": None, "mfcc": None, "silero_vad": None,
               "speechbrain": build_speechbrain(tmp_path / "ecapa", channels=[16, 16, 16, 16, 48]),
               "ssl": build_ssl(tmp_path / "ssl", "hubert", "group"),
               "whisper": build_whisper(tmp_path / "whisper"),

@@ -24,7 +24,8 @@ PLUGINS_ENV = "SPEECHDUMP_PLUGINS"
 # toolkit -> its module in this package (test_extractor_interface checks it against them all)
 BUILTIN = {"codec": "codec", "espnet": "espnet", "fbank": "kaldi_feats", "mfcc": "kaldi_feats",
            "rawnet": "espnet", "resemblyzer": "resemblyzer", "speechbrain": "speechbrain",
-           "ssl": "ssl", "w2v_bert": "w2v_bert", "whisper": "whisper", "xvector": "xvector"}
+           "silero_vad": "silero_vad", "ssl": "ssl", "w2v_bert": "w2v_bert", "whisper": "whisper",
+           "xvector": "xvector"}
 _REGISTRY: Dict[str, type] = {}
 _plugins_imported = False
 
