@@ -5,7 +5,7 @@ the embeddings separate speakers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,6 +82,27 @@ class Report:
                      f"max {d[2]:.3f}  ({d[3]} pairs)" if d else
                      "different-speaker cosine: no pairs (one speaker)")
         return "\n".join(lines)
+
+
+def report_sample(ids: Sequence[str], utt2spk: Mapping[str, str], max_utterances: int,
+                  per_speaker: int = 10, seed: int = 0) -> List[str]:
+    """The utterances a report covers: all of them up to ``max_utterances``; past that (every
+    pair of a large set would not fit in memory), up to ``per_speaker`` utterances (the first,
+    in id order) of speakers drawn with a fixed seed, at most ``max_utterances`` in all."""
+    if len(ids) <= max_utterances:
+        return list(ids)
+    by_speaker: Dict[str, List[str]] = {}
+    for utt in sorted(ids):
+        by_speaker.setdefault(utt2spk[utt], []).append(utt)
+    speakers = sorted(by_speaker)
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    chosen: List[str] = []
+    for k in order:
+        room = max_utterances - len(chosen)
+        if room <= 0:
+            break
+        chosen.extend(by_speaker[speakers[k]][:min(per_speaker, room)])
+    return sorted(chosen)
 
 
 def summarize(vectors: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> Report:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from speechdump.report import equal_error_rate, plot, summarize
+from speechdump.report import equal_error_rate, plot, report_sample, summarize
 
 
 def test_eer_of_separable_scores_is_zero():
@@ -83,3 +83,17 @@ def test_summary_of_one_utterance_per_speaker_and_of_one_utterance(tmp_path):
     png = tmp_path / "single.png"
     plot(one, utt2spk, {"s0": one["s0-0"]}, "one utterance", str(png))
     assert png.stat().st_size > 0
+
+
+def test_a_large_set_is_reported_on_a_fixed_sample_of_whole_speakers():
+    utt2spk = {f"s{s:03d}-u{u:02d}": f"s{s:03d}" for s in range(300) for u in range(20)}
+    ids = list(utt2spk)
+    assert report_sample(ids[:100], utt2spk, 3000) == ids[:100]  # small: all of it
+    sample = report_sample(ids, utt2spk, 3000)
+    assert len(sample) == 3000 and sample == sorted(sample)
+    speakers = {utt2spk[u] for u in sample}
+    assert len(speakers) == 300  # up to 10 of each speaker drawn: here all of them, 10 each
+    assert all(sum(utt2spk[u] == s for u in sample) == 10 for s in list(speakers)[:5])
+    assert report_sample(ids, utt2spk, 3000) == sample  # fixed seed
+    small = report_sample(ids, utt2spk, 95)
+    assert len(small) == 95 and len({utt2spk[u] for u in small}) == 10
