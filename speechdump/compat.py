@@ -45,6 +45,7 @@ TESTED: Dict[str, str] = {
     "torchaudio": "2.9.1",
     "transformers": "5.24.0",
     "typeguard": "4.6.1",
+    "silero-vad": "6.2.3",
 }
 
 
@@ -75,6 +76,10 @@ TYPEGUARD_IMPORT = Patch(
 TORCHAUDIO_RESAMPLE = Patch(
     "torchaudio", "torchaudio.transforms.Resample attributes orig_freq, new_freq, gcd, width, "
     "kernel", "speechdump.audio.SincResampler computes torchaudio's resampling from its kernel")
+SILERO_NETWORK = Patch(
+    "silero-vad", "silero_vad.jit's _model (run_extractors, encoder, decoder.rnn, "
+    "decoder.decoder)", "runs the network on every chunk of a batch at once, the LSTM cell "
+    "stepped per utterance (read, not changed)")
 TORCH_TF32 = Patch(
     "torch", "torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32",
     "float32 convolutions and matrix products on a GPU in float32, not TF32")
@@ -527,3 +532,50 @@ def quiet_wavlm_mask_warning() -> None:
     the message would repeat in every job log of every WavLM stage."""
     warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask",
                             category=UserWarning)
+
+
+# -- Silero VAD ---------------------------------------------------------------------------------
+
+SILERO_PROBE_CHUNKS = 24  # 0.77 s: enough steps for the LSTM state to matter
+SILERO_TOLERANCE = 1e-4   # the batched probabilities measured 6.2e-6 from silero's own loop
+_silero_checked: Set[int] = set()
+
+
+def silero_network(jit_model):
+    """The network inside silero's TorchScript model whose parts the batched VAD runs
+    (``speechdump/extractors/silero_vad.py``), checked to have them."""
+    require(SILERO_NETWORK, jit_model, "_model", "reset_states")
+    network = jit_model._model
+    require(SILERO_NETWORK, network, "run_extractors", "encoder", "decoder")
+    require(SILERO_NETWORK, network.decoder, "rnn", "decoder")
+    return network
+
+
+def check_silero_probabilities(jit_model, batched: Callable[[list], list]) -> None:
+    """Checks, once per model object, that ``batched`` (a list of waveforms -> their chunk
+    probabilities) gives what silero's model gives stepping through the chunks itself, on two
+    probe signals of different lengths in one batch."""
+    if id(jit_model) in _silero_checked:
+        return
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    t = np.arange(SILERO_PROBE_CHUNKS * 512) / 16000
+    voiced = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+              + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    probes = [voiced, voiced[: len(voiced) * 2 // 3 + 100][::-1].copy()]
+    got = batched(probes)
+    for probe, probs in zip(probes, got):
+        jit_model.reset_states()
+        padded = np.zeros(-(-len(probe) // 512) * 512, dtype=np.float32)
+        padded[: len(probe)] = probe
+        with torch.inference_mode():
+            own = [float(jit_model(torch.from_numpy(chunk)[None], 16000))
+                   for chunk in padded.reshape(-1, 512)]
+        worst = float(np.max(np.abs(np.asarray(probs, dtype=np.float64) - own)))
+        if not worst <= SILERO_TOLERANCE:
+            raise error(SILERO_NETWORK, f"the batched speech probabilities are {worst:.1e} from "
+                                        f"the model's own chunk-by-chunk loop (tolerance "
+                                        f"{SILERO_TOLERANCE:g})")
+    jit_model.reset_states()
+    _silero_checked.add(id(jit_model))

@@ -436,3 +436,31 @@ def test_tf32_still_in_use_is_caught_by_the_first_use_check(monkeypatch, tf32_sw
         compat.exact_float32("cpu")
     assert "float32 products on cpu are off by" in assert_names(error.value, compat.TORCH_TF32)
     assert compat._exact_devices == set()
+
+
+def silero_jit():
+    from speechdump.extractors.silero_vad import model_path
+
+    model = torch.jit.load(model_path())
+    model.eval()
+    return model
+
+
+def test_silero_network_parts_are_required():
+    with pytest.raises(CompatError) as info:
+        compat.silero_network(types.SimpleNamespace(reset_states=None))
+    assert "has no _model" in assert_names(info.value, compat.SILERO_NETWORK)
+    assert compat.silero_network(silero_jit()) is not None
+
+
+def test_batched_silero_probabilities_are_checked_against_the_models_own_loop():
+    extractor = load_extractor("silero_vad")
+    compat.check_silero_probabilities(silero_jit(), extractor.probabilities)  # passes
+
+    def off(waves):  # what a changed network would give: close, but not silero's
+        return [p + 1e-3 for p in extractor.probabilities(waves)]
+
+    with pytest.raises(CompatError) as info:
+        compat.check_silero_probabilities(silero_jit(), off)
+    assert "from the model's own chunk-by-chunk loop" in assert_names(info.value,
+                                                                       compat.SILERO_NETWORK)
