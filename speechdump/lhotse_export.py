@@ -24,6 +24,11 @@ Kaldi fbank without padded edges is 2.5 frames shorter), so that ``load_features
 ``load_custom`` and Lhotse's collation return exactly what the stage stored. The supervision
 keeps the audio's duration. Segments become cuts of their recording
 with its offset: ``cut.start`` is the segment start.
+
+Per-utterance tables (``tables``: a directory such as scripts/compute_quality.sh's output): each
+``utt2<name>`` file there but ``utt2dur`` and ``utt2spk`` (the cut has both already) becomes
+the custom field ``<name>`` of every cut, its value a float where it parses as one, else the
+text (``cut.snr_db``, ``cut.speech_ratio``, ...).
 """
 
 from __future__ import annotations
@@ -168,10 +173,12 @@ def _duration(utt: str, audio: float, temporal: Sequence[Tuple[int, float, bool]
 
 
 def export(data_dir: str, out_dirs: Sequence[str], manifest_dir: str,
-           features: Optional[str] = None, prefix: str = "") -> Dict[str, str]:
+           features: Optional[str] = None, prefix: str = "",
+           tables: Optional[str] = None) -> Dict[str, str]:
     """Writes ``<manifest_dir>/<prefix>{recordings,supervisions,cuts}.jsonl.gz`` for the
     utterances of the first stage output's first stream (the data dir's text order);
-    returns their paths. ``features``: the scp stem attached as ``cut.features``."""
+    returns their paths. ``features``: the scp stem attached as ``cut.features``;
+    ``tables``: a directory of ``utt2<name>`` tables, each a custom field ``<name>``."""
     from lhotse import (Features, MonoCut, Recording, RecordingSet, SupervisionSegment,
                         SupervisionSet)
     from lhotse.array import Array, TemporalArray
@@ -195,6 +202,7 @@ def export(data_dir: str, out_dirs: Sequence[str], manifest_dir: str,
             raise LhotseExportError(f"{s.scp}: its frame shift is unknown (meta.json), Lhotse "
                                     f"needs it")
 
+    extra = utterance_tables(tables, names) if tables else {}
     wav = read_table(os.path.join(data_dir, "wav.scp"))
     seg_path = os.path.join(data_dir, "segments")
     segments = read_segments(seg_path) if os.path.exists(seg_path) else None
@@ -232,6 +240,10 @@ def export(data_dir: str, out_dirs: Sequence[str], manifest_dir: str,
             custom[s.name] = (array if s.stream.shape == VECTOR else
                               TemporalArray(array=array, temporal_dim=0,
                                             frame_shift=s.stream.frame_shift, start=start))
+        for name, (path, table) in extra.items():
+            if utt not in table:
+                raise LhotseExportError(f"{path} has no line for utterance '{utt}'")
+            custom[name] = table[utt]
         feature_manifest = None
         if feats is not None:
             rows, dim = shapes[feats.name]
@@ -261,6 +273,35 @@ def export(data_dir: str, out_dirs: Sequence[str], manifest_dir: str,
     SupervisionSet.from_segments(supervisions).to_file(paths["supervisions"])
     CutSet.from_cuts(cuts).to_file(paths["cuts"])
     return paths
+
+
+def utterance_tables(directory: str, taken: Sequence[str] = ()
+                     ) -> Dict[str, Tuple[str, Dict[str, object]]]:
+    """{field name: (path, {utt: value})} of the ``utt2<name>`` tables in ``directory`` but
+    utt2dur and utt2spk; a value is a float where it parses as one, else its text."""
+    if not os.path.isdir(directory):
+        raise LhotseExportError(f"--tables {directory}: not a directory")
+    found: Dict[str, Tuple[str, Dict[str, object]]] = {}
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if not entry.startswith("utt2") or entry in ("utt2dur", "utt2spk") or \
+                not os.path.isfile(path) or "." in entry:
+            continue
+        name = entry[len("utt2"):]
+        if name in taken:
+            raise LhotseExportError(f"{path}: its field '{name}' is also a stream's name")
+        found[name] = (path, {utt: _value(v) for utt, v in read_table(path).items()})
+    if not found:
+        raise LhotseExportError(f"--tables {directory}: it holds no utt2<name> table (but "
+                                f"utt2dur, utt2spk)")
+    return found
+
+
+def _value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
 
 
 def _optional(data_dir: str, name: str) -> Dict[str, str]:

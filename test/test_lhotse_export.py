@@ -172,3 +172,32 @@ def test_sampler_and_dataset_iterate(segmented):
                                           arrays["tokens"][utt])
             seen.add(utt)
     assert seen == set(arrays["fbank"])
+
+
+def test_tables_become_custom_fields(whole):
+    """--tables DIR: each DIR/utt2<name> (not utt2dur, utt2spk) is the custom field <name>."""
+    base, data, arrays = whole
+    tables = base / "quality"
+    tables.mkdir(exist_ok=True)
+    utts = list(arrays["fbank"])
+    snr = {utt: round(3.5 + i, 2) for i, utt in enumerate(utts)}
+    (tables / "utt2snr_db").write_text("".join(f"{u} {snr[u]:.2f}\n" for u in utts))
+    (tables / "utt2label").write_text("".join(f"{u} clean\n" for u in utts))
+    (tables / "utt2dur").write_text("".join(f"{u} 99\n" for u in utts))
+    proc = subprocess.run(EXPORT + ["--tables", str(tables), str(data), str(base / "mt"),
+                                    str(base / "dump/fbank"), str(base / "dump/units")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cuts = check_cuts(base / "mt" / "cuts.jsonl.gz", arrays)
+    for cut in cuts:
+        assert cut.snr_db == snr[cut.id] and cut.label == "clean"
+        assert "dur" not in cut.custom and cut.duration < 99
+    # a table that misses an utterance, or whose name is a stream's, is refused by name
+    (tables / "utt2snr_db").write_text("".join(f"{u} 1\n" for u in utts[1:]))
+    with pytest.raises(LhotseExportError, match=f"utt2snr_db has no line for utterance "
+                                                f"'{utts[0]}'"):
+        export(str(data), [str(base / "dump/fbank")], str(base / "mt2"), tables=str(tables))
+    (tables / "utt2snr_db").unlink()
+    (tables / "utt2embed").write_text("".join(f"{u} 1\n" for u in utts))
+    with pytest.raises(LhotseExportError, match="field 'embed' is also a stream's name"):
+        export(str(data), [str(base / "dump/units")], str(base / "mt3"), tables=str(tables))

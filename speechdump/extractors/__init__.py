@@ -23,6 +23,7 @@ from speechdump.extractors.base import INPUT_OPTIONS, Extractor, Option
 PLUGINS_ENV = "SPEECHDUMP_PLUGINS"
 # toolkit -> its module in this package (test_extractor_interface checks it against them all)
 BUILTIN = {"codec": "codec", "espnet": "espnet", "fbank": "kaldi_feats", "mfcc": "kaldi_feats",
+           "quality": "quality",
            "rawnet": "espnet", "resemblyzer": "resemblyzer", "speechbrain": "speechbrain",
            "silero_vad": "silero_vad", "ssl": "ssl", "w2v_bert": "w2v_bert", "whisper": "whisper",
            "xvector": "xvector"}
