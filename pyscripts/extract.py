@@ -14,7 +14,7 @@ import sys
 import torch
 from threadpoolctl import threadpool_limits
 
-from speechdump import cli, engine, precision
+from speechdump import cli, engine, precision, vad
 from speechdump.data import read_utterances, write_table
 from speechdump.device import cpu_layout, describe_device, job_cpus
 from speechdump.errors import WriteError
@@ -28,6 +28,7 @@ from speechdump.provenance import (digest, input_lines, model_fingerprint, model
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     cli.add_general_options(p)
+    vad.add_trim_options(p)
     p.add_argument("--tag", required=True, help="output file stem")
     p.add_argument("--batch_seconds", type=float, default=60.0,
                    help="upper bound on the padded audio seconds in one forward pass")
@@ -55,6 +56,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args, given = cli.parse_extraction_args(get_parser(), argv)
+    trim = vad.trim_settings(args)  # None unless --vad true
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.num_threads <= 0:
         args.num_threads = job_cpus()
@@ -72,6 +74,7 @@ def main(argv=None) -> int:
 
     values, streams = check(args.toolkit, args.model, given)
     check_storage(streams, args.dtype, args.compress)
+    vad.check_trim(trim, streams, args.toolkit)
     precision.check(args.precision, args.device, streams, args.toolkit)
     utterances = read_utterances(args.wav_scp, args.segments)
     fingerprint = model_fingerprint(cls.model_files(args.model),
@@ -83,6 +86,8 @@ def main(argv=None) -> int:
               # The rounding of the floats follows the layout, and intra_op's the thread count.
               "cpu_layout": layout if layout != "intra_op" else f"intra_op/{torch_threads}",
               "versions": versions(cls.packages)}
+    if trim is not None:  # absent without --vad true: the records of jobs without it stand
+        config["vad"] = vad.trim_record(trim)
     lines = input_lines(utterances)
     inputs = {"utterances": len(lines), "sha1": digest(lines)}
     blind = unfingerprinted(lines)
@@ -112,7 +117,11 @@ def main(argv=None) -> int:
                                    sort_window_seconds=args.sort_window_seconds,
                                    skip_bad=args.skip_bad, channel=values["channel"],
                                    max_overshoot=values["max_overshoot"],
-                                   precision=args.precision, device=args.device)
+                                   precision=args.precision, device=args.device,
+                                   trim=vad.SpeechTrimmer(trim) if trim is not None else None)
+    if trim is not None:
+        logging.info("--vad true: each utterance cut to its speech regions (Silero VAD, %s), "
+                     "concatenated, before %s", vad.describe_settings(trim), args.toolkit)
     try:
         stats = run_job(utterances, extractor, args.tag, args.split_dir, args.job, options,
                         dtype=args.dtype, compress=args.compress, config=config, input=inputs,
@@ -124,6 +133,11 @@ def main(argv=None) -> int:
     logging.info("%d utterances, %.1f s of audio in %.1f s; %d bad; %.1f MB read; peak memory "
                  "%.0f MiB", stats.done, stats.audio_seconds, stats.wall_seconds, len(stats.bad),
                  stats.bytes_read / 1e6, peak_mib)
+    if trim is not None:
+        removed = stats.audio_seconds - stats.kept_seconds
+        logging.info("--vad true: %.1f s of audio before trimming, %.1f s of speech after: "
+                     "%.1f s (%.1f%%) removed", stats.audio_seconds, stats.kept_seconds, removed,
+                     100 * removed / stats.audio_seconds if stats.audio_seconds else 0.0)
     for utt_id, reason in stats.bad:
         logging.warning("skipped bad utterance %s: %s", utt_id, reason)
     return 0

@@ -24,6 +24,12 @@ cpu_layout=auto      # how a CPU job spends them: intra_op (one forward pass on 
                      # single-threaded pass per core at once), auto (the toolkit's faster one)
 skip_bad=false       # true: list bad utterances in <out_dir>/bad_utts and keep going
 force=false          # true: run every job again, even those whose outputs are up to date
+vad=false            # true: keep only each utterance's speech (Silero VAD), concatenated, as
+                     # WeSpeaker's CLI does; an utterance without speech is a bad utterance
+vad_threshold=0.5    # speech probability that starts a region (it ends below threshold - 0.15)
+vad_min_speech=0.25  # seconds: shorter speech regions are dropped
+vad_min_silence=0.1  # seconds of silence that end a region
+vad_pad=0.03         # seconds kept on each side of a region
 utt_norm=false       # L2-normalise utterance vectors before averaging them per speaker
 spk_norm=true        # L2-normalise speaker means
 tag=                 # output name; default: the toolkit name
@@ -40,6 +46,9 @@ Options:
   --sort_window <$sort_window> --sort_window_seconds <$sort_window_seconds>
   --num_threads <$num_threads|N> --cpu_layout <$cpu_layout|intra_op|passes>
   --skip_bad <$skip_bad> --force <$force>
+  --vad <$vad: true keeps only the speech of each utterance (Silero VAD), concatenated>
+  --vad_threshold <$vad_threshold> --vad_min_speech <$vad_min_speech>
+  --vad_min_silence <$vad_min_silence> --vad_pad <$vad_pad> (silero_vad's defaults)
   --utt_norm <$utt_norm> --spk_norm <$spk_norm> --tag <name> --python <$python>"
 
 . "$root/scripts/lib/extract_stage.sh"
@@ -55,6 +64,11 @@ tag=${tag:-$toolkit}
 stage_kind=speaker
 dtype=float32
 compress=false
+# Trimming to speech is a general option of the jobs (pyscripts/extract.py), not the toolkit's:
+# it travels with the toolkit's options so that the pre-flight checks it with them, and a bad
+# value is refused before any job.
+extractor_opts+=" --vad $vad --vad_threshold $vad_threshold --vad_min_speech $vad_min_speech"
+extractor_opts+=" --vad_min_silence $vad_min_silence --vad_pad $vad_pad"
 
 extract_stage_prepare
 extract_stage_run --batch_seconds "$batch_seconds" --batch_size "$batch_size" \

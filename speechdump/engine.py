@@ -1,7 +1,8 @@
 """The extraction loop of one job: prefetching loader threads -> batched forward -> ordered writer.
 
-Loader threads decode, resample (once per utterance, through a shared resampler cache) and run
-the extractor's per-utterance ``prepare`` ahead of the model. Utterances are taken in windows of
+Loader threads decode, resample (once per utterance, through a shared resampler cache), trim
+where asked (``EngineOptions.trim``: --vad true) and run the extractor's per-utterance
+``prepare`` ahead of the model. Utterances are taken in windows of
 at most ``sort_window`` utterances and ``sort_window_seconds`` of audio; each window is sorted
 by length and cut into batches bounded by padded audio seconds and by count, so padding stays
 small, while the next utterances load. The batches of a window run on ``compute_workers``
@@ -56,6 +57,11 @@ class EngineOptions:
     # --precision of the forward passes, on the device the model runs on (speechdump.precision)
     precision: str = DEFAULT_PRECISION
     device: str = "cpu"
+    # Applied in the loader threads to each waveform at the extractor's rate, before
+    # ``prepare``: ``trim(wave, rate)`` -> the part the extractor gets (--vad true:
+    # ``speechdump.vad.SpeechTrimmer``, the speech regions concatenated); a ValueError (its
+    # reason) makes the utterance a bad one.
+    trim: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
 
 
 @dataclass
@@ -66,11 +72,12 @@ class JobStats:
     durations: List[Tuple[str, float]] = field(default_factory=list)
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (utt id, reason)
     bytes_read: int = 0  # by the job's process while it ran (its audio and shards)
+    kept_seconds: float = 0.0  # of audio_seconds, what the extractor got (after ``trim``)
 
 
 class _Prefetch:
     """Loads items ahead of the model on ``workers`` threads; iterating gives the results
-    (``(utt, prepared, seconds)``) in input order.
+    (``(utt, prepared, seconds, ...)``) in input order.
 
     A load starts only while fewer than ``workers`` run and what is ahead of the model (loaded
     or loading, not yet taken) is under ``max_items`` results and, counting the loaded ones
@@ -154,7 +161,8 @@ def _windows(results: Iterable[tuple], max_items: int, max_seconds: float) -> It
 
 
 class _Loader:
-    """Decode + resample + prepare for one utterance; failures come back as values, not raises."""
+    """Decode + resample (+ trim) + prepare for one utterance: ``(utt, prepared, seconds,
+    kept seconds)``; failures come back as values, not raises."""
 
     def __init__(self, extractor: Extractor, options: EngineOptions):
         self.extractor = extractor
@@ -167,16 +175,24 @@ class _Loader:
             wave = load_audio(utt, extractor.sample_rate, self.resamplers,
                               self.options.channel, self.options.max_overshoot)
             seconds = len(wave) / extractor.sample_rate
-            if seconds < extractor.min_seconds:
+            trim = self.options.trim
+            if trim is not None:
+                try:
+                    wave = trim(wave, extractor.sample_rate)
+                except ValueError as exc:
+                    raise UtteranceError(utt.utt_id, utt.source, str(exc)) from exc
+            kept = len(wave) / extractor.sample_rate
+            if kept < extractor.min_seconds:
                 raise UtteranceError(utt.utt_id, utt.source,
-                                     f"too short: {seconds:.3f} s, the model needs at least "
-                                     f"{extractor.min_seconds} s")
+                                     f"too short: {kept:.3f} s"
+                                     + (f" of speech in {seconds:.3f} s" if trim else "")
+                                     + f", the model needs at least {extractor.min_seconds} s")
             try:
-                return utt, extractor.prepare(wave), seconds
+                return utt, extractor.prepare(wave), seconds, kept
             except ValueError as exc:
                 raise UtteranceError(utt.utt_id, utt.source, str(exc)) from exc
         except UtteranceError as exc:
-            return utt, exc, 0.0
+            return utt, exc, 0.0, 0.0
 
 
 def run(utterances: Sequence[Utterance], extractor: Extractor,
@@ -228,19 +244,20 @@ def _run_window(chunk: list, extractor: Extractor, write: Callable[[str, np.ndar
                 forward: Optional[ThreadPoolExecutor]) -> None:
     """One window of loader results: bad ones raised or recorded, the rest run and written."""
     good = []
-    for utt, prepared, seconds in chunk:
+    for utt, prepared, seconds, kept in chunk:
         if not isinstance(prepared, UtteranceError):
-            good.append((utt, prepared, seconds))
+            good.append((utt, prepared, seconds, kept))
         elif options.skip_bad:
             stats.bad.append((utt.utt_id, prepared.reason))
         else:
             raise prepared
     bar.update(len(chunk) - len(good))
-    outputs = _forward_window(extractor, [p for _, p, _ in good], options, bar, forward)
-    for (utt, _, seconds), array in zip(good, outputs):
+    outputs = _forward_window(extractor, [p for _, p, _, _ in good], options, bar, forward)
+    for (utt, _, seconds, kept), array in zip(good, outputs):
         write(utt.utt_id, array)
         stats.done += 1
         stats.audio_seconds += seconds
+        stats.kept_seconds += kept
         stats.durations.append((utt.utt_id, seconds))
 
 

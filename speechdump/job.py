@@ -341,8 +341,11 @@ def run_job(utterances: Sequence[Utterance], extractor: Extractor, tag: str, spl
                            checkpoint=lambda n, stats: out.checkpoint(out.resumed + n,
                                                                       stats.durations, stats.bad))
         stats.bytes_read = bytes_read() - before
+        # With --vad true, also the seconds of speech the extractor got.
+        trimmed = ({"speech_seconds": round(stats.kept_seconds, 3)}
+                   if options.trim is not None else {})
         out.finish(stats.durations, stats.bad, audio_seconds=round(stats.audio_seconds, 3),
-                   bytes_read=stats.bytes_read, why=why)
+                   bytes_read=stats.bytes_read, why=why, **trimmed)
     return stats
 
 

@@ -220,7 +220,28 @@ def _describe(key: str, old, new) -> str:
         return "library versions changed: " + ", ".join(
             f"{name} {old.get(name)} -> {new.get(name)}"
             for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name))
+    if key == "vad":  # present with --vad true only (speechdump.vad.trim_record)
+        return _describe_vad(old, new)
     return f"--{key} {old} -> {new}"
+
+
+def _describe_vad(old: Optional[dict], new: Optional[dict]) -> str:
+    def settings(record: dict) -> str:
+        return ", ".join(f"--vad_{name} {value}" for name, value in record.items()
+                         if name != "model")
+
+    if not old:
+        return f"--vad false -> true ({settings(new or {})})"
+    if not new:
+        return f"--vad true -> false (it trimmed with {settings(old)})"
+    changed = [f"--vad_{name} {old.get(name)} -> {new.get(name)}"
+               for name in sorted(old.keys() | new.keys())
+               if name != "model" and old.get(name) != new.get(name)]
+    if old.get("model") != new.get("model"):
+        changed.append(f"the VAD model changed: silero-vad "
+                       f"{(old.get('model') or {}).get('silero-vad')} -> "
+                       f"{(new.get('model') or {}).get('silero-vad')}")
+    return ", ".join(changed)
 
 
 def config_changes(old: dict, new: dict) -> str:

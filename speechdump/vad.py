@@ -1,5 +1,7 @@
 """Speech regions (``--toolkit silero_vad``'s ``[regions, 2]`` sample ranges per utterance) into
-Kaldi ``segments``, ``utt2speech_ratio`` and a data dir of the regions.
+Kaldi ``segments``, ``utt2speech_ratio`` and a data dir of the regions; and the trimming of
+``--vad true`` on the speaker stage (:class:`SpeechTrimmer`, at the end of this module): each
+utterance cut to those regions, concatenated, before the speaker extractor.
 
 A region of utterance ``U`` is named ``U-<start ms>-<end ms>`` (milliseconds from the start of
 ``U``, seven digits, so an utterance's regions sort in time order under ``LC_ALL=C`` up to
@@ -18,12 +20,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from speechdump.data import read_segments, read_table, write_table
-from speechdump.errors import DataDirError
+from speechdump.errors import DataDirError, OptionError
 
 SAMPLE_RATE = 16000
 
@@ -127,3 +129,146 @@ def _write_data_dir(data_dir: str, new_dir: str, lines, region2utt: Dict[str, st
                 spk2utt.setdefault(table[region2utt[r]], []).append(r)
             write_table(os.path.join(new_dir, "spk2utt"),
                         ((s, " ".join(spk2utt[s])) for s in sorted(spk2utt)))
+
+
+# ----------------------------------------------------------------- trimming before an extractor
+#
+# ``--vad true`` on the speaker stage (``pyscripts/extract.py``): each utterance is cut down to
+# its speech regions, concatenated, before the extractor sees it, as WeSpeaker's CLI does
+# (``wespeaker/cli/speaker.py``: silero's ``get_speech_timestamps``, then the segments joined
+# into one waveform). The regions are those of ``--toolkit silero_vad`` with the same options
+# (silero's defaults unless given), computed at 16 kHz; where the extractor's rate is another,
+# the waveform it receives is resampled to 16 kHz for the VAD only, and the regions are mapped
+# back to its rate.
+
+VAD_GROUP = "trimming to speech before the extractor (--vad true; Silero VAD, speechdump/vad.py)"
+
+
+def trim_options():
+    """The ``--vad_<name>`` options: silero_vad's own declarations, renamed."""
+    import dataclasses
+
+    from speechdump.extractors.silero_vad import SileroVadExtractor
+
+    return [dataclasses.replace(option, name=f"vad_{option.name}")
+            for option in SileroVadExtractor.options]
+
+
+def add_trim_options(p) -> None:
+    """``--vad`` and the ``--vad_<name>`` thresholds, as general options of ``p`` (strings,
+    checked by :func:`trim_settings`)."""
+    group = p.add_argument_group(VAD_GROUP)
+    group.add_argument("--vad", default="false", metavar="BOOL",
+                       help="true: keep only the speech regions of each utterance (Silero VAD), "
+                            "concatenated, before the extractor; an utterance without speech is "
+                            "a bad utterance; default: false")
+    for option in trim_options():
+        group.add_argument(f"--{option.name}", default=None, metavar=option.type.__name__.upper(),
+                           help=option.describe())
+
+
+def trim_settings(args) -> Optional[Dict[str, float]]:
+    """The VAD settings of parsed ``args`` (every ``--vad_<name>`` checked, whether or not
+    ``--vad`` is true; OptionError names a bad one): ``{threshold, min_speech, min_silence,
+    pad}``, or None with ``--vad false``. Removes the options from ``args``."""
+    from speechdump.extractors.base import Option
+
+    enabled = Option("vad", bool, False, "").parse(args.vad)
+    settings = {}
+    for option in trim_options():
+        given = getattr(args, option.name)
+        settings[option.name[len("vad_"):]] = (option.default if given is None
+                                               else option.parse(given))
+        delattr(args, option.name)
+    del args.vad
+    return settings if enabled else None
+
+
+def check_trim(settings: Optional[dict], streams, toolkit: str) -> None:
+    """``--vad true`` applies where every output is one vector per utterance: frame-level
+    streams keep the utterance's time axis, which trimming would cut (scripts/compute_vad.sh
+    writes a data dir of the speech regions instead, which every stage takes)."""
+    if settings is None:
+        return
+    from speechdump.extractors.silero_vad import model_path
+
+    model_path()  # ModelError where silero-vad is not installed
+    frame_level = [s for s in streams if s.shape != "vector"]
+    if frame_level:
+        raise OptionError(f"--vad true: --toolkit {toolkit} writes frame-level output, whose "
+                          "frames would no longer line up with the utterance's time; trimming "
+                          "applies to utterance vectors (the speaker stage). For frames, run "
+                          "scripts/compute_vad.sh and extract from its data dir of the regions")
+
+
+def trim_record(settings: dict) -> dict:
+    """What of the VAD determines the trimmed audio, for the job's config: its options and
+    its model (the silero-vad version and the TorchScript file's SHA-256)."""
+    import importlib.metadata
+
+    from speechdump.extractors.silero_vad import model_path
+    from speechdump.provenance import sha256_file
+
+    return {**settings, "model": {"silero-vad": importlib.metadata.version("silero-vad"),
+                                  "sha256": sha256_file(model_path())}}
+
+
+def describe_settings(settings: dict) -> str:
+    return ", ".join(f"--vad_{name} {value}" for name, value in settings.items()
+                     if name != "model")
+
+
+def map_regions(regions: np.ndarray, rate: int, length: int) -> np.ndarray:
+    """``[start, end)`` sample ranges at 16 kHz -> the same times at ``rate``, within
+    ``length`` samples (rounded to the nearest sample)."""
+    regions = np.asarray(regions, dtype=np.int64).reshape(-1, 2)
+    if rate == SAMPLE_RATE:
+        return np.clip(regions, 0, length)
+    mapped = np.rint(regions * (rate / SAMPLE_RATE)).astype(np.int64)
+    return np.clip(mapped, 0, length)
+
+
+@dataclass
+class Trimmed:
+    """A waveform cut down to its speech: ``wave`` (the regions concatenated) and ``regions``
+    (``[start, end)`` at its rate in the untrimmed waveform)."""
+    wave: np.ndarray
+    regions: np.ndarray
+
+
+class SpeechTrimmer:
+    """Cuts a waveform down to its speech regions (Silero VAD, the ``silero_vad`` toolkit's
+    model and options). Safe to call from many loader threads at once: silero_vad's forward
+    keeps its state in local variables, the resampler cache is locked.
+
+    ``trimmer(wave, rate)`` -> the regions concatenated; ValueError (the reason) where there is
+    no speech. ``regions(wave, rate)`` gives the ranges alone."""
+
+    def __init__(self, settings: dict):
+        from speechdump.audio import ResamplerCache
+        from speechdump.extractors import load_extractor
+
+        self.settings = {k: v for k, v in settings.items() if k != "model"}
+        self.vad = load_extractor("silero_vad", **self.settings)  # on the CPU: a small model
+        self.resamplers = ResamplerCache()
+
+    def regions(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        wave16 = wave
+        if rate != SAMPLE_RATE:
+            import torch
+
+            wave16 = self.resamplers.resample(torch.from_numpy(np.ascontiguousarray(
+                wave, dtype=np.float32)), rate, SAMPLE_RATE).numpy()
+        return map_regions(self.vad.forward([wave16])[0], rate, len(wave))
+
+    def trim(self, wave: np.ndarray, rate: int) -> Trimmed:
+        regions = self.regions(wave, rate)
+        regions = regions[regions[:, 1] > regions[:, 0]]
+        if not len(regions):
+            raise ValueError(f"no speech: Silero VAD found none in its {len(wave) / rate:.2f} s "
+                             f"({describe_settings(self.settings)}); --vad true leaves nothing "
+                             "to embed")
+        return Trimmed(np.concatenate([wave[s:e] for s, e in regions.tolist()]), regions)
+
+    def __call__(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        return self.trim(wave, rate).wave
