@@ -2,10 +2,10 @@
 
 Loader threads decode, resample (once per utterance, through a shared resampler cache), trim
 where asked (``EngineOptions.trim``: --vad true) and run the extractor's per-utterance
-``prepare`` ahead of the model. Utterances are taken in windows of
-at most ``sort_window`` utterances and ``sort_window_seconds`` of audio; each window is sorted
-by length and cut into batches bounded by padded audio seconds and by count, so padding stays
-small, while the next utterances load. The batches of a window run on ``compute_workers``
+``prepare`` ahead of the model. Utterances are taken in windows of at most ``sort_window``
+utterances and ``sort_window_seconds`` of audio; each window is sorted by length and cut into
+batches bounded by padded audio seconds and by count, so padding stays small, while the next
+utterances load. The batches of a window run on ``compute_workers``
 threads at once where the extractor allows it (``concurrent_forward``), each forward pass at the
 job's ``--precision`` (``speechdump.precision``). Results are written in the job's input order,
 so the output never depends on thread timing; batch composition changes values only at the
