@@ -34,6 +34,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from speechdump import compat
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import INT, TOKENS, Extractor, Option, Stream, non_negative
@@ -114,9 +115,12 @@ class SileroVadExtractor(Extractor):
         self._timestamps = silero_utils().get_speech_timestamps_from_probs
         model = torch.jit.load(model_path(), map_location=self.device)
         model.eval()
-        self.model = model._model  # the 16 kHz network: (chunks with context, state) -> prob
+        # The 16 kHz network, run in parts below: checked to have them, and on a probe to give
+        # the model's own chunk-by-chunk probabilities (speechdump/compat.py).
+        self.model = compat.silero_network(model)
         self.lstm = self.model.decoder.rnn
         self.head = self.model.decoder.decoder
+        compat.check_silero_probabilities(model, self.probabilities)
 
     def silero_options(self) -> dict:
         """The keywords of silero's ``get_speech_timestamps`` these options stand for."""
