@@ -274,6 +274,12 @@ def merge(args) -> None:
         who = f", {speakers} speakers" if args.utt2spk else ""
         print(f"{args.tag}: {len(kept)} utterances{who}, {seconds / 3600:.3f} h "
               f"of audio ({seconds:.1f} s) {speed}")
+        trimmed = [records[job - 1] for job in ran if "speech_seconds" in records[job - 1]]
+        if trimmed:  # --vad true: how much of the audio the jobs that ran kept as speech
+            before = sum(r.get("audio_seconds", 0.0) for r in trimmed)
+            after = sum(r["speech_seconds"] for r in trimmed)
+            print(f"--vad true: {after:.1f} s of speech kept of {before:.1f} s of audio "
+                  f"({100 * (1 - after / before) if before else 0:.1f} % removed)")
     elif not usage:
         print(f"{args.tag}: {len(kept)} utterances in {wall:.1f} s wall time")
     print(describe_runs(records, ran))

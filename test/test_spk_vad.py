@@ -119,6 +119,8 @@ def test_vad_gives_the_unpadded_embedding_back_and_reruns_say_why(corpus, tmp_pa
     log = (out / "log" / "extract.1.log").read_text()
     assert re.search(r"--vad true: [\d.]+ s of audio before trimming, [\d.]+ s of speech after: "
                      r"[\d.]+ s \([\d.]+%\) removed", log), log
+    kept, total = (sum(r[k] for r in done) for k in ("speech_seconds", "audio_seconds"))
+    assert f"--vad true: {kept:.1f} s of speech kept of {total:.1f} s of audio (" in proc.stdout
     # The merged record holds the VAD settings; utt2dur keeps the untrimmed durations.
     assert json.loads((out / "meta.json").read_text())["config"]["vad"] == done[0]["config"]["vad"]
     durations = {k: float(v) for k, v in read_pairs(out / "utt2dur")}
