@@ -244,20 +244,23 @@ class _TarStreams:
 
 class _RowGroups:
     """Parquet row groups, decoded once (their audio column only) and kept while read: at most
-    ``keep`` of them, the least recently read dropped first."""
+    ``keep`` of them, the least recently read dropped first. The files stay open meanwhile (at
+    most ``keep`` of them): a file's footer is read once, not once per row group."""
 
     def __init__(self, keep: int = 2):
         self._lock = threading.Lock()
         self._keep = keep
         self._groups: "OrderedDict[tuple, list]" = OrderedDict()
+        self._files: "OrderedDict[tuple, object]" = OrderedDict()
 
     def audio_bytes(self, path: str, row_group: int, row: int) -> bytes:
         stat = os.stat(path)
-        key = (path, stat.st_size, stat.st_mtime_ns, row_group)
+        version = (path, stat.st_size, stat.st_mtime_ns)
+        key = (*version, row_group)
         with self._lock:
             rows = self._groups.pop(key, None)
             if rows is None:
-                rows = _read_audio_column(path, row_group)
+                rows = _read_audio_column(self._file(version), path, row_group)
             self._groups[key] = rows
             while len(self._groups) > self._keep:
                 self._groups.popitem(last=False)
@@ -271,12 +274,25 @@ class _RowGroups:
                              f"{AUDIO_COLUMN} column holds no bytes")
         return data
 
+    def _file(self, version: tuple):
+        """The open ``pyarrow.parquet.ParquetFile`` of this version of a file (the caller holds
+        the lock)."""
+        import pyarrow.parquet as pq
 
-def _read_audio_column(path: str, row_group: int) -> list:
-    import pyarrow.parquet as pq
+        parquet = self._files.pop(version, None)
+        if parquet is None:
+            try:
+                parquet = pq.ParquetFile(version[0])
+            except (OSError, KeyError) as exc:
+                raise ValueError(f"parquet file {version[0]}: {exc}") from exc
+        self._files[version] = parquet
+        while len(self._files) > self._keep:
+            self._files.popitem(last=False)[1].close()
+        return parquet
 
+
+def _read_audio_column(parquet, path: str, row_group: int) -> list:
     try:
-        parquet = pq.ParquetFile(path)
         if row_group >= parquet.num_row_groups:
             raise ValueError(f"parquet file {path} has {parquet.num_row_groups} row groups, not "
                              f"a row group {row_group}")

@@ -221,6 +221,27 @@ def test_bad_members_are_named_and_skip_bad_keeps_the_rest(tmp_path, stage_env):
     assert kept == sorted(set(UTTS) - {UTTS[0], last})
 
 
+def test_a_parquet_file_is_opened_once_for_all_its_row_groups(tmp_path, monkeypatch):
+    """Its footer is read once, not once per row group (bytes read stay those of the file)."""
+    import pyarrow.parquet as pq
+
+    path = pack_parquet(tmp_path / "parquet", rows_per_group=2)
+    import_corpus("hf", [str(path.parent)], str(tmp_path / "data"))
+    opened = []
+    real = pq.ParquetFile
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", counting)
+    wav = read_table(tmp_path / "data" / "wav.scp")
+    assert len({entry.rsplit(":", 2)[1] for entry in wav.values()}) == 3  # row groups
+    for utt in UTTS:
+        assert read_samples(Utterance(utt, wav[utt]))[0].shape[0] > 0
+    assert opened == [str(path)]
+
+
 def test_a_parquet_row_without_bytes_is_named(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
