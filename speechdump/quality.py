@@ -22,7 +22,7 @@ All are measured on the waveform the engine decodes: mono float at 16 kHz, full 
   Gaussian noise. Estimates are clipped to [-20, 100] dB.
 
 Measured (test/test_quality.py: white noise mixed into the 26 sample recordings at 5-25 dB):
-see its printed table; the README quotes it.
+see its printed table; docs/quality.md quotes it.
 """
 
 from __future__ import annotations
