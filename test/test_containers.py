@@ -170,6 +170,7 @@ def test_a_changed_shard_redoes_its_job_only(tmp_path, stage_env):
     assert f"jobs reused, nothing they depend on changed: {3 - job}" in proc.stdout
 
 
+@pytest.mark.kernels
 def test_a_changed_parquet_file_redoes_the_jobs_that_read_it(tmp_path, stage_env):
     import pyarrow.parquet as pq
 
