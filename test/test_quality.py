@@ -43,6 +43,7 @@ def extractor():
     return load_extractor("quality")
 
 
+@pytest.mark.kernels
 def test_wada_table_is_the_monte_carlo(extractor):
     snr, g = quality.wada_table()
     np.testing.assert_array_equal(snr, quality.WADA_SNR)

@@ -69,6 +69,7 @@ def test_each_format_gives_the_plain_runs_vectors_bit_for_bit(run):
     assert "all 6 formats equal the plain run bit for bit" in proc.stdout
 
 
+@pytest.mark.kernels
 def test_the_packs_hold_the_files_bytes_and_their_readers_read_them(run):
     base, _, _ = run
     packed = base / "data" / "packed"

@@ -240,7 +240,7 @@ def silero_reference(wave):
     return np.array([[s["start"], s["end"]] for s in stamps]).reshape(-1, 2)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.kernels
 def test_trimmer_regions_are_silero_get_speech_timestamps_at_any_rate(corpus):
     """The trimmer's regions are silero's own get_speech_timestamps (within one 32 ms frame: the
     batched probabilities' rounding, test_vad.py); a waveform at another rate is cut at the

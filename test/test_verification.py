@@ -179,6 +179,7 @@ def test_plda_scores_equal_the_two_covariance_likelihood_ratio():
             assert pair == pytest.approx(want, rel=1e-8, abs=1e-8)
 
 
+@pytest.mark.kernels
 def test_a_plda_model_is_stored_and_a_wrong_file_refused(tmp_path):
     rng = np.random.default_rng(6)
     x, labels = synthetic_speakers(rng, 10, np.full(10, 3), np.eye(4), np.eye(4) * 0.3)
