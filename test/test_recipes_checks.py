@@ -78,6 +78,24 @@ def test_stage_out_of_range_is_an_error(tmp_path, stage_env, name, args, message
     assert not (tmp_path / "data").exists() and not (tmp_path / "dump").exists()
 
 
+def test_scoring_without_trial_lists_or_embeddings_says_what_is_missing(tmp_path, stage_env):
+    """Stage 5 alone: first the trial lists local/data.sh writes, then stage 3's embeddings."""
+    data, dump = tmp_path / "data", tmp_path / "dump"
+    make_data_dir(data / "sample_pieces", keep=set(BASE))
+    args = ["--stage", 5, "--datadir", data, "--dumpdir", dump]
+    proc = recipe("spk1", args, stage_env)
+    assert proc.returncode == 1
+    assert f"ERROR: no trial lists in {data}/sample_pieces/trials/ (local/data.sh writes them)" \
+        in proc.stderr
+    (data / "sample_pieces" / "trials").mkdir()
+    (data / "sample_pieces" / "trials" / "pairs").write_text(f"{BASE[0]} {BASE[1]} nontarget\n")
+    proc = recipe("spk1", args, stage_env)
+    assert proc.returncode == 1
+    assert (f"ERROR: {dump}/resemblyzer/sample_pieces/resemblyzer.scp is missing: run stage 3 "
+            "first") in proc.stderr
+    assert not dump.exists()
+
+
 def stage_lines(text):
     return [line.strip() for line in text.splitlines() if line[:4].strip().rstrip(":").isdigit()]
 

@@ -102,6 +102,14 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     done
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ] && [ -n "$score_set" ]; then
+    lists=()
+    if [ -d "$datadir/$score_set/trials" ]; then
+        mapfile -t lists < <(find "$datadir/$score_set/trials" -maxdepth 1 -type f | LC_ALL=C sort)
+    fi
+    if [ ${#lists[@]} -eq 0 ]; then
+        log "ERROR: no trial lists in $datadir/$score_set/trials/ (local/data.sh writes them)" >&2
+        exit 1
+    fi
     embed=$dumpdir/$tag/$score_set/$tag.scp
     cohort=${cohort_set:+$dumpdir/$tag/$cohort_set/spk_$tag.scp}
     for f in "$embed" ${cohort:+"$cohort"}; do
@@ -111,12 +119,6 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ] && [ -n "$score_set" ]; then
             exit 1
         fi
     done
-    mapfile -t lists < <(find "$datadir/$score_set/trials" -maxdepth 1 -type f 2>/dev/null \
-                         | LC_ALL=C sort)
-    if [ ${#lists[@]} -eq 0 ]; then
-        log "ERROR: no trial lists in $datadir/$score_set/trials/ (local/data.sh writes them)" >&2
-        exit 1
-    fi
     for list in "${lists[@]}"; do
         # Raw scores, and with a cohort the AS-normalised ones beside them.
         for norm in none ${cohort:+asnorm}; do
