@@ -9,6 +9,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from speechdump.verification import metrics
+
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -26,23 +28,12 @@ def pair_scores(vectors: Mapping[str, np.ndarray],
 
 
 def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> Tuple[float, float]:
-    """(EER, threshold): where false acceptances of different-speaker pairs equal false
-    rejections of same-speaker pairs, interpolated between the two nearest thresholds."""
+    """(EER, threshold) of same-speaker against different-speaker pairs: the verification back
+    end's definition (speechdump.verification.metrics: ties are one threshold, the crossing
+    interpolated between the two thresholds that straddle it)."""
     if same.all() or not same.any():
         raise ValueError("EER needs both same-speaker and different-speaker pairs")
-    order = np.argsort(-scores, kind="stable")
-    scores, same = scores[order], same[order]
-    # Accepting everything scoring >= scores[i]:
-    far = np.cumsum(~same) / (~same).sum()
-    frr = 1 - np.cumsum(same) / same.sum()
-    i = int(np.argmax(far >= frr))  # first crossing
-    if i == 0:
-        return float((far[0] + frr[0]) / 2), float(scores[0])
-    # Linear interpolation of the crossing between points i-1 and i.
-    d0, d1 = frr[i - 1] - far[i - 1], frr[i] - far[i]
-    t = d0 / (d0 - d1) if d0 != d1 else 0.0
-    eer = far[i - 1] + t * (far[i] - far[i - 1])
-    return float(eer), float(scores[i - 1] + t * (scores[i] - scores[i - 1]))
+    return metrics.equal_error_rate(metrics.error_rates(scores, same))
 
 
 Stats = Tuple[float, float, float, int]

@@ -89,8 +89,7 @@ def score(trials_path: str, enroll_scp: str, test_scp: str, config: ScoringConfi
     if groups is None and os.path.abspath(enroll_scp) == os.path.abspath(test_scp):
         # One set on both sides (pairs within a test set): each vector is read, prepared and
         # scored against the cohort once.
-        enroll_emb = test_emb = read_embeddings(test_scp, list(dict.fromkeys(enroll_ids
-                                                                            + test_ids)))
+        enroll_emb = test_emb = read_embeddings(test_scp, trials.ids())
     else:
         enroll_emb = read_embeddings(enroll_scp, enroll_ids)
         test_emb = read_embeddings(test_scp, test_ids)
