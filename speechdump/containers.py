@@ -35,9 +35,10 @@ import os
 import re
 import tarfile
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _TAR = re.compile(r"^tar:(?P<path>.+?\.(?:tar|tar\.gz|tgz|tar\.bz2|tar\.xz)):(?P<rest>.+)$")
@@ -242,37 +243,84 @@ class _TarStreams:
             self._open.popitem(last=False)[1].close()
 
 
-class _RowGroups:
-    """Parquet row groups, decoded once (their audio column only) and kept while read: at most
-    ``keep`` of them, the least recently read dropped first. The files stay open meanwhile (at
-    most ``keep`` of them): a file's footer is read once, not once per row group."""
+@contextmanager
+def reading(sources: Iterable[str]) -> Iterator[None]:
+    """While a job reads ``sources`` (wav.scp entries, about in this order): the readers know
+    what is still to come, and drop what is done (see :class:`_RowGroups`)."""
+    entries = (parse(source.strip()) for source in sources)
+    rows = Counter((e.path, e.row_group) for e in entries if e is not None and e.kind == "parquet")
+    _ROW_GROUPS.announce(rows)
+    try:
+        yield
+    finally:
+        _ROW_GROUPS.withdraw(rows)
 
-    def __init__(self, keep: int = 2):
+
+class _RowGroups:
+    """Parquet row groups, decoded once (their audio column only, left in Arrow buffers) and
+    kept while read. The files stay open meanwhile: a file's footer is read once, not once per
+    row group.
+
+    Within :func:`reading`, a row group whose rows were announced is kept until the last of them
+    has been read, then dropped at once: a loader thread that falls behind the others never makes
+    its group be read twice, and a job holds about one group per loader thread. Other groups
+    (rows not announced) are kept ``keep`` at a time, the least recently read dropped first;
+    announced ones past ``hold`` likewise, so memory stays bounded whatever the reading order."""
+
+    def __init__(self, keep: int = 2, hold: int = 16):
         self._lock = threading.Lock()
-        self._keep = keep
-        self._groups: "OrderedDict[tuple, list]" = OrderedDict()
+        self._keep, self._hold = keep, hold
+        self._groups: "OrderedDict[tuple, object]" = OrderedDict()  # version + group: column
         self._files: "OrderedDict[tuple, object]" = OrderedDict()
+        self._unread: Counter = Counter()  # (path, row group): announced reads still to come
+
+    def announce(self, entries: Counter) -> None:
+        with self._lock:
+            self._unread.update(entries)
+
+    def withdraw(self, entries: Counter) -> None:
+        """Takes back what :meth:`announce` added and was not read."""
+        with self._lock:
+            for key, count in entries.items():
+                left = self._unread[key] - count
+                if left > 0:
+                    self._unread[key] = left
+                else:
+                    del self._unread[key]
 
     def audio_bytes(self, path: str, row_group: int, row: int) -> bytes:
         stat = os.stat(path)
         version = (path, stat.st_size, stat.st_mtime_ns)
         key = (*version, row_group)
         with self._lock:
-            rows = self._groups.pop(key, None)
-            if rows is None:
-                rows = _read_audio_column(self._file(version), path, row_group)
-            self._groups[key] = rows
-            while len(self._groups) > self._keep:
-                self._groups.popitem(last=False)
-        if row >= len(rows):
-            raise ValueError(f"parquet file {path}: row group {row_group} has {len(rows)} rows, "
-                             f"not a row {row}")
-        value = rows[row]
-        data = value.get("bytes") if isinstance(value, dict) else value
+            column = self._groups.pop(key, None)
+            if column is None:
+                column = _read_audio_column(self._file(version), path, row_group)
+            if row >= len(column):
+                raise ValueError(f"parquet file {path}: row group {row_group} has {len(column)} "
+                                 f"rows, not a row {row}")
+            data = column[row].as_py()
+            self._settle(key, column, (path, row_group))
         if not data:
             raise ValueError(f"parquet file {path}, row group {row_group}, row {row}: the "
                              f"{AUDIO_COLUMN} column holds no bytes")
         return data
+
+    def _settle(self, key: tuple, column, announced: tuple) -> None:
+        """Keeps the group just read unless that was its last announced row; drops the groups
+        past the bounds (the caller holds the lock)."""
+        if self._unread[announced] > 0:
+            self._unread[announced] -= 1
+            if self._unread[announced] == 0:
+                del self._unread[announced]
+                return
+        self._groups[key] = column
+        held = [k for k in self._groups if (k[0], k[3]) in self._unread]
+        for k in held[:max(0, len(held) - self._hold)]:
+            del self._groups[k]
+        others = [k for k in self._groups if (k[0], k[3]) not in self._unread]
+        for k in others[:max(0, len(others) - self._keep)]:
+            del self._groups[k]
 
     def _file(self, version: tuple):
         """The open ``pyarrow.parquet.ParquetFile`` of this version of a file (the caller holds
@@ -291,14 +339,24 @@ class _RowGroups:
         return parquet
 
 
-def _read_audio_column(parquet, path: str, row_group: int) -> list:
+def _read_audio_column(parquet, path: str, row_group: int):
+    """The audio bytes of a row group as one Arrow array (the ``bytes`` field of datasets'
+    struct, or the column itself where it holds bytes)."""
     try:
         if row_group >= parquet.num_row_groups:
             raise ValueError(f"parquet file {path} has {parquet.num_row_groups} row groups, not "
                              f"a row group {row_group}")
-        return parquet.read_row_group(row_group, columns=[AUDIO_COLUMN]).column(0).to_pylist()
+        column = parquet.read_row_group(row_group, columns=[AUDIO_COLUMN]).column(0)
     except (OSError, KeyError) as exc:
         raise ValueError(f"parquet file {path}: {exc}") from exc
+    column = column.combine_chunks()
+    if not column.type.num_fields:
+        return column
+    field = column.type.get_field_index("bytes")
+    if field < 0:
+        raise ValueError(f"parquet file {path}: the {AUDIO_COLUMN} column is a struct without "
+                         f"'bytes' ({column.type})")
+    return column.flatten()[field]  # flatten, not field(): a null struct gives a null row
 
 
 class _ArrowFiles:

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from speechdump import containers
 from speechdump.audio import MAX_OVERSHOOT, ResamplerCache, UtteranceError, load_audio
 from speechdump.batching import plan_batches
 from speechdump.data import Utterance
@@ -214,27 +215,29 @@ def run(utterances: Sequence[Utterance], extractor: Extractor,
     workers = options.compute_workers if extractor.concurrent_forward else 1
     forward = (ThreadPoolExecutor(workers, thread_name_prefix="forward") if workers > 1
                else None)
-    # Up to two windows of utterances load while the model runs on this one.
-    loaded = _Prefetch(loader, utterances, max(options.num_workers, 1),
-                       2 * window if options.num_workers > 0 else 1,
-                       2 * options.sort_window_seconds)
-    consumed = 0
-    try:
-        for chunk in _windows(iter(loaded), window, options.sort_window_seconds):
-            # The window's outputs live only inside _run_window; its loaded inputs are
-            # released here, before the next window is gathered.
-            _run_window(chunk, extractor, write, options, stats, bar, forward)
-            consumed += len(chunk)
-            del chunk
-            if checkpoint is not None:
-                checkpoint(consumed, stats)
-            speed = stats.audio_seconds / max(time.time() - start, 1e-9)
-            bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
-    finally:
-        loaded.close()
-        if forward is not None:
-            forward.shutdown(wait=True, cancel_futures=True)
-        bar.close()  # ends the bar's line, so an error message starts a line of its own
+    # The shard readers learn what this job reads, to keep only what is still to come.
+    with containers.reading(u.source for u in utterances):
+        # Up to two windows of utterances load while the model runs on this one.
+        loaded = _Prefetch(loader, utterances, max(options.num_workers, 1),
+                           2 * window if options.num_workers > 0 else 1,
+                           2 * options.sort_window_seconds)
+        consumed = 0
+        try:
+            for chunk in _windows(iter(loaded), window, options.sort_window_seconds):
+                # The window's outputs live only inside _run_window; its loaded inputs are
+                # released here, before the next window is gathered.
+                _run_window(chunk, extractor, write, options, stats, bar, forward)
+                consumed += len(chunk)
+                del chunk
+                if checkpoint is not None:
+                    checkpoint(consumed, stats)
+                speed = stats.audio_seconds / max(time.time() - start, 1e-9)
+                bar.set_postfix(audio=f"{stats.audio_seconds / 3600:.3f}h", speed=f"{speed:.1f}x")
+        finally:
+            loaded.close()
+            if forward is not None:
+                forward.shutdown(wait=True, cancel_futures=True)
+            bar.close()  # ends the bar's line, so an error message starts a line of its own
     stats.wall_seconds = time.time() - start
     return stats
 

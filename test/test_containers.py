@@ -243,21 +243,55 @@ def test_a_parquet_file_is_opened_once_for_all_its_row_groups(tmp_path, monkeypa
     assert opened == [str(path)]
 
 
+def test_a_row_group_a_loader_falls_behind_on_is_read_once(tmp_path, monkeypatch):
+    """Loader threads ask a few rows at once, not always in order: one held up on the last row
+    of a group while the others read on. Announced (as a job announces its utterances), the
+    group is kept until that row is read, then dropped; not announced, the two groups read
+    last are kept and the first is read twice."""
+    path = pack_parquet(tmp_path / "parquet", rows_per_group=2)
+    import_corpus("hf", [str(path.parent)], str(tmp_path / "data"))
+    wav = read_table(tmp_path / "data" / "wav.scp")
+    reads = []
+    real = containers._read_audio_column
+    monkeypatch.setattr(containers, "_read_audio_column",
+                        lambda parquet, path, group: reads.append(group) or real(parquet, path,
+                                                                                group))
+    # Ids in the file's order: groups 0, 0, 1, 1, 2, 2; the second row of group 0 read last.
+    held_up = UTTS[:1] + UTTS[2:] + UTTS[1:2]
+    expected = {utt: read_samples(Utterance(utt, wav[utt]))[0] for utt in UTTS}
+    monkeypatch.setattr(containers, "_ROW_GROUPS", containers._RowGroups())  # nothing kept
+    reads.clear()
+    with containers.reading(wav[utt] for utt in UTTS):
+        for utt in held_up:
+            assert np.array_equal(read_samples(Utterance(utt, wav[utt]))[0], expected[utt])
+    assert reads == [0, 1, 2]
+    read_samples(Utterance(UTTS[5], wav[UTTS[5]]))  # its group was dropped once read
+    assert reads == [0, 1, 2, 2]
+    monkeypatch.setattr(containers, "_ROW_GROUPS", containers._RowGroups())
+    reads.clear()
+    for utt in held_up:
+        read_samples(Utterance(utt, wav[utt]))
+    assert reads == [0, 1, 2, 0]
+
+
 def test_a_parquet_row_without_bytes_is_named(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = tmp_path / "broken.parquet"
     audio = (SAMPLES / dict(read_pairs(SAMPLES / "wav.scp"))[UTTS[0]]).read_bytes()
-    pq.write_table(pa.table({"id": ["good", "empty"],
+    pq.write_table(pa.table({"id": ["good", "empty", "null"],
                              "audio": [{"bytes": audio, "path": "a.wav"},
-                                       {"bytes": b"", "path": "b.wav"}]}), path)
+                                       {"bytes": b"", "path": "b.wav"}, None]}), path)
     import_corpus("hf", [str(path)], str(tmp_path / "data"))
     wav = read_table(tmp_path / "data" / "wav.scp")
     assert read_samples(Utterance("good", wav["good"]))[0].shape[0] > 0
     with pytest.raises(ValueError, match=f"parquet file {path}, row group 0, row 1: the audio "
                                          "column holds no bytes"):
         read_samples(Utterance("empty", wav["empty"]))
+    with pytest.raises(ValueError, match=f"parquet file {path}, row group 0, row 2: the audio "
+                                         "column holds no bytes"):
+        read_samples(Utterance("null", wav["null"]))
 
 
 def test_import_refuses_what_it_cannot_map(tmp_path):
