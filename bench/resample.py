@@ -6,16 +6,22 @@ corpus), one thread, after one warm-up pass of another length:
     tools/venv/bin/python bench/resample.py
 """
 
+import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
 import torchaudio
 
-from speechdump.audio import ResamplerCache
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-SPEECH = "samples/real_speech/audio/jfk-inaugural1961.flac"  # 44.1 kHz, 11 s
+from speechdump.audio import ResamplerCache  # noqa: E402
+
+SPEECH = REPO / "samples" / "real_speech" / "audio" / "jfk-inaugural1961.flac"  # 44.1 kHz, 11 s
 
 
 def timed(resample, waves) -> float:
@@ -27,6 +33,8 @@ def timed(resample, waves) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.set_num_threads(1)
     samples, rate = soundfile.read(SPEECH, dtype="float32")
     speech = torch.from_numpy(samples.mean(axis=1))
