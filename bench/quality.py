@@ -27,20 +27,20 @@ LOOP = r"""
 import sys
 import numpy as np, soundfile, torch, torchaudio
 from silero_vad import get_speech_timestamps, load_silero_vad
-from speechdump.quality import measure
+from speechdump.quality import clip_ratio, measure
 threads = int(sys.argv[3])
 model = load_silero_vad()  # (its import sets torch's threads to 1)
 torch.set_num_threads(threads)
 with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
     for line in f:
         utt, path = line.split(maxsplit=1)
-        wave, rate = soundfile.read(path.strip(), dtype="float32", always_2d=True)
-        wave = torch.from_numpy(wave.mean(axis=1))
+        decoded, rate = soundfile.read(path.strip(), dtype="float32", always_2d=True)
+        wave = torch.from_numpy(decoded.mean(axis=1))
         if rate != 16000:
             wave = torchaudio.functional.resample(wave, rate, 16000)
         regions = get_speech_timestamps(wave, model, sampling_rate=16000)
         r = np.array([[x["start"], x["end"]] for x in regions], dtype=np.int64).reshape(-1, 2)
-        v = measure(wave.numpy(), r)
+        v = measure(wave.numpy(), r, clip_ratio(decoded))
         out.write(utt + " " + " ".join(f"{x:.6g}" for x in v) + "\n")
 """
 

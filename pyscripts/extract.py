@@ -86,6 +86,8 @@ def main(argv=None) -> int:
               # The rounding of the floats follows the layout, and intra_op's the thread count.
               "cpu_layout": layout if layout != "intra_op" else f"intra_op/{torch_threads}",
               "versions": versions(cls.packages)}
+    if cls.revision > 1:
+        config["revision"] = cls.revision
     if trim is not None:  # absent without --vad true: the records of jobs without it stand
         config["vad"] = vad.trim_record(trim)
     lines = input_lines(utterances)

@@ -315,23 +315,28 @@ def downmix(samples: np.ndarray) -> np.ndarray:
     return mono
 
 
-def select_channel(samples: np.ndarray, channel: str = "mean") -> np.ndarray:
-    """``[T, C]`` -> ``[T]``: the mean of the channels, or channel ``int(channel)`` (0: the
-    first, as Kaldi's ``--channel``); ValueError for a channel the audio does not have."""
+def used_channels(samples: np.ndarray, channel: str = "mean") -> np.ndarray:
+    """``[T, C]`` -> the channels ``channel`` takes (see ``select_channel``): all of them, or
+    ``[T, 1]``; ValueError for a channel the audio does not have."""
     if channel == "mean":
-        return downmix(samples)
+        return samples
     index = int(channel)
     if index >= samples.shape[1]:
         raise ValueError(f"--channel {index}: the audio has {samples.shape[1]} channel(s), "
                          f"numbered from 0")
-    return samples[:, index]
+    return samples[:, index:index + 1]
 
 
-def load_audio(utt: Utterance, target_rate: int, resamplers: ResamplerCache,
-               channel: str = "mean", max_overshoot: float = MAX_OVERSHOOT) -> np.ndarray:
-    """One utterance as a mono float32 waveform at ``target_rate`` (``channel``: see
-    ``select_channel``; ``max_overshoot``: see ``read_samples``); UtteranceError names what
-    is wrong."""
+def select_channel(samples: np.ndarray, channel: str = "mean") -> np.ndarray:
+    """``[T, C]`` -> ``[T]``: the mean of the channels, or channel ``int(channel)`` (0: the
+    first, as Kaldi's ``--channel``); ValueError for a channel the audio does not have."""
+    return downmix(used_channels(samples, channel))
+
+
+def decode_audio(utt: Utterance, channel: str = "mean",
+                 max_overshoot: float = MAX_OVERSHOOT) -> Tuple[np.ndarray, int]:
+    """One utterance as decoded, before any resampling: ``(samples[T, C'] float32, rate)``, the
+    channels ``channel`` takes (see ``used_channels``); UtteranceError names what is wrong."""
     try:
         samples, rate = read_samples(utt, max_overshoot)
     except Exception as exc:  # soundfile, subprocess and kaldiio each raise their own types
@@ -340,10 +345,26 @@ def load_audio(utt: Utterance, target_rate: int, resamplers: ResamplerCache,
     if samples.shape[0] == 0:
         raise UtteranceError(utt.utt_id, utt.source, "no samples (empty audio or segment)")
     try:
-        mono = select_channel(samples, channel)
+        return used_channels(samples, channel), rate
     except ValueError as exc:
         raise UtteranceError(utt.utt_id, utt.source, str(exc)) from exc
+
+
+def to_mono(utt: Utterance, samples: np.ndarray, rate: int, target_rate: int,
+            resamplers: ResamplerCache) -> np.ndarray:
+    """``decode_audio``'s samples as a mono float32 waveform at ``target_rate`` (the mean of
+    the channels); UtteranceError for NaN or Inf samples."""
+    mono = downmix(samples)
     if not np.isfinite(mono).all():
         raise UtteranceError(utt.utt_id, utt.source, "audio holds NaN or Inf samples")
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     return resamplers.resample(wave, rate, target_rate).numpy()
+
+
+def load_audio(utt: Utterance, target_rate: int, resamplers: ResamplerCache,
+               channel: str = "mean", max_overshoot: float = MAX_OVERSHOOT) -> np.ndarray:
+    """One utterance as a mono float32 waveform at ``target_rate`` (``channel``: see
+    ``select_channel``; ``max_overshoot``: see ``read_samples``); UtteranceError names what
+    is wrong."""
+    samples, rate = decode_audio(utt, channel, max_overshoot)
+    return to_mono(utt, samples, rate, target_rate, resamplers)

@@ -33,7 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from speechdump import containers
-from speechdump.audio import MAX_OVERSHOOT, ResamplerCache, UtteranceError, load_audio
+from speechdump.audio import (MAX_OVERSHOOT, ResamplerCache, UtteranceError, decode_audio,
+                              to_mono)
 from speechdump.batching import plan_batches
 from speechdump.data import Utterance
 from speechdump.extractors.base import Extractor
@@ -173,8 +174,10 @@ class _Loader:
     def __call__(self, utt: Utterance):
         extractor = self.extractor
         try:
-            wave = load_audio(utt, extractor.sample_rate, self.resamplers,
-                              self.options.channel, self.options.max_overshoot)
+            decoded, rate = decode_audio(utt, self.options.channel, self.options.max_overshoot)
+            wave = to_mono(utt, decoded, rate, extractor.sample_rate, self.resamplers)
+            if not extractor.measures_decoded:
+                decoded = None  # freed before prepare: an hour of 48 kHz stereo is 1.4 GB
             seconds = len(wave) / extractor.sample_rate
             trim = self.options.trim
             if trim is not None:
@@ -189,7 +192,9 @@ class _Loader:
                                      + (f" of speech in {seconds:.3f} s" if trim else "")
                                      + f", the model needs at least {extractor.min_seconds} s")
             try:
-                return utt, extractor.prepare(wave), seconds, kept
+                prepared = (extractor.prepare(wave) if decoded is None
+                            else extractor.prepare_decoded(wave, decoded))
+                return utt, prepared, seconds, kept
             except ValueError as exc:
                 raise UtteranceError(utt.utt_id, utt.source, str(exc)) from exc
         except UtteranceError as exc:

@@ -220,6 +220,9 @@ def _describe(key: str, old, new) -> str:
         return "library versions changed: " + ", ".join(
             f"{name} {old.get(name)} -> {new.get(name)}"
             for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name))
+    if key == "revision":  # absent at revision 1 (Extractor.revision)
+        return (f"the toolkit's output changed in this speechdump (revision {old or 1} -> "
+                f"{new or 1})")
     if key == "vad":  # present with --vad true only (speechdump.vad.trim_record)
         return _describe_vad(old, new)
     return f"--{key} {old} -> {new}"

@@ -1,14 +1,16 @@
 """Per-utterance quality measures (pure numpy): duration, share of speech, level, clipping and
 SNR, and the Kaldi tables they are written to (``utt2<field>``, scripts/compute_quality.sh).
 
-All are measured on the waveform the engine decodes: mono float at 16 kHz, full scale 1.0
-(a file at another rate is resampled first, as for every toolkit).
+All but the clip ratio are measured on the waveform the engine decodes: mono float at 16 kHz,
+full scale 1.0 (a file at another rate is resampled first, as for every toolkit).
 
 * ``level_dbfs``: 10 log10 of the mean square over the whole utterance (RMS level, dB re
   full scale 1.0: a full-scale sine is -3.01 dBFS); -120 for digital silence.
-* ``clip_ratio``: the share of samples with |x| >= 0.999. The integer maximum of a 16-bit file
-  (32767/32768 = 0.99997, and -1.0) lies above it, so samples at a 16-bit file's rails count;
-  after resampling (a file not at 16 kHz) a clipped stretch can ring slightly below it.
+* ``clip_ratio``: the share of sample times at which a channel is at |x| >= 0.999, counted in
+  the audio as decoded (every channel in use, at the file's own rate): resampling rings a
+  clipped stretch off the rails and a downmix halves a channel clipped alone. The integer
+  maximum of a 16-bit file (32767/32768 = 0.99997, and -1.0) lies above 0.999, so samples at
+  a 16-bit file's rails count.
 * ``snr_db``: a VAD-based energy estimator. The speech regions are Silero VAD's (the same
   regions as ``--toolkit silero_vad``). Noise power Pn is the median of the mean squares of
   the 512-sample (32 ms) frames that touch no speech region, leaving out digital silence
@@ -85,8 +87,13 @@ def level_dbfs(wave: np.ndarray) -> float:
     return max(10 * np.log10(power), LEVEL_FLOOR) if power > 0 else LEVEL_FLOOR
 
 
-def clip_ratio(wave: np.ndarray) -> float:
-    return float(np.mean(np.abs(wave) >= CLIP_LEVEL)) if len(wave) else 0.0
+def clip_ratio(samples: np.ndarray) -> float:
+    """The share of sample times at full scale: ``samples`` ``[T]`` or ``[T, C]`` (any
+    channel)."""
+    if not len(samples):
+        return 0.0
+    at_rails = np.abs(samples) >= CLIP_LEVEL
+    return float(np.mean(at_rails if at_rails.ndim == 1 else at_rails.any(axis=1)))
 
 
 def wada_snr(wave: np.ndarray) -> float:
@@ -124,12 +131,13 @@ def vad_snr(wave: np.ndarray, regions: np.ndarray) -> Tuple[float, str]:
     return wada_snr(wave), "wada"
 
 
-def measure(wave: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """The FIELDS of one 16 kHz utterance with its speech regions (``[n, 2]`` samples)."""
+def measure(wave: np.ndarray, regions: np.ndarray, clipped: float) -> np.ndarray:
+    """The FIELDS of one 16 kHz utterance with its speech regions (``[n, 2]`` samples) and the
+    clip ratio of its audio as decoded."""
     n = len(wave)
     speech = int(speech_mask(regions, n).sum())
-    return np.array([n / SAMPLE_RATE, speech / n if n else 0.0, level_dbfs(wave),
-                     clip_ratio(wave), vad_snr(wave, regions)[0]], dtype=np.float32)
+    return np.array([n / SAMPLE_RATE, speech / n if n else 0.0, level_dbfs(wave), clipped,
+                     vad_snr(wave, regions)[0]], dtype=np.float32)
 
 
 FORMATS = {"dur": "{:.4f}", "speech_ratio": "{:.4f}", "level_dbfs": "{:.2f}",

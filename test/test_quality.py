@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import REPO, make_data_dir, read_pairs, run_stage
+from conftest import REPO, SAMPLES, make_data_dir, read_pairs, run_stage
 from speechdump import quality
 from speechdump.extractors import load_extractor
 
@@ -60,7 +60,7 @@ def test_snr_estimates_within_3_db_at_known_snrs(waves, extractor):
     mixed = mixes(waves)
     keys = sorted(clean) + sorted(mixed)
     inputs = [clean[k] if isinstance(k, str) else mixed[k] for k in keys]
-    out = dict(zip(keys, extractor.forward(inputs)))  # one batch: the engine's path
+    out = dict(zip(keys, extractor.forward([extractor.prepare(w) for w in inputs])))  # one batch
     snr_index = quality.FIELDS.index("snr_db")
     errors, nominal = {s: [] for s in SNRS}, {s: [] for s in SNRS}
     lines = [f"{'utterance':24s} {'own':>6s} " + " ".join(f"{s:>2d} dB: ref err" for s in SNRS)]
@@ -113,12 +113,25 @@ def test_level_and_clipping_on_constructed_signals(waves, tmp_path):
         10 * np.log10(np.mean(pcm.astype(np.float64) ** 2) / 32768 ** 2), abs=1e-4)
     # the unclipped original is far from the rails
     assert quality.clip_ratio(speech) == 0.0
+    # [T, C]: the times at which any channel is at the rails
+    two = np.stack([speech, decoded], axis=1)
+    assert quality.clip_ratio(two) == quality.clip_ratio(two[:, ::-1])
+    assert quality.clip_ratio(two) == quality.clip_ratio(decoded)
+
+
+def clipped_in_one_channel(path):
+    """The 44.1 kHz stereo sample as a 16-bit WAV at ``path``, its left channel driven 4x past
+    full scale and clipped, its right one as it is."""
+    stereo, rate = soundfile.read(SAMPLES / "audio" / "jfk-inaugural1961.flac", dtype="float64")
+    stereo[:, 0] = np.clip(4 * stereo[:, 0] / np.max(np.abs(stereo[:, 0])), -1.0, 32767 / 32768)
+    soundfile.write(path, stereo, rate, subtype="PCM_16")
+    return path
 
 
 def corpus(base, waves):
-    """The 26 recordings (no text: the stage reads wav.scp), plus three made to be dropped:
-    one clipped (16-bit, 4x past full scale), one with white noise at 5 dB, and 3 s of faint
-    noise alone."""
+    """The 26 recordings (no text: the stage reads wav.scp), plus four made to be dropped:
+    one clipped (16-bit, 4x past full scale), one clipped in one channel of two at 44.1 kHz,
+    one with white noise at 5 dB, and 3 s of faint noise alone."""
     data = make_data_dir(base / "data")
     (data / "text").unlink()
     (data / "utt2dur").unlink()
@@ -133,9 +146,10 @@ def corpus(base, waves):
     for utt, wave in extra.items():
         soundfile.write(made / f"{utt}.wav", wave, RATE,
                         subtype="PCM_16" if utt == "zz-clipped" else "FLOAT")
+    clipped_in_one_channel(made / "zz-clipped-left.wav")
     for name, line in (("wav.scp", lambda u: f"{made / u}.wav"), ("utt2spk", lambda u: u)):
         pairs = dict(read_pairs(data / name))
-        pairs.update({u: line(u) for u in extra})
+        pairs.update({u: line(u) for u in [*extra, "zz-clipped-left"]})
         (data / name).write_text("".join(f"{u} {pairs[u]}\n" for u in sorted(pairs)))
     spk = subprocess.run([str(REPO / "utils" / "utt2spk_to_spk2utt.pl"), str(data / "utt2spk")],
                          check=True, capture_output=True, text=True).stdout
@@ -158,7 +172,7 @@ def table(path):
 
 
 def test_stage_writes_the_tables(stage, extractor):
-    from speechdump.audio import ResamplerCache, load_audio
+    from speechdump.audio import ResamplerCache, decode_audio, to_mono
     from speechdump.data import Utterance
 
     data, out, proc = stage
@@ -174,8 +188,10 @@ def test_stage_writes_the_tables(stage, extractor):
     resamplers = ResamplerCache()
     wav = dict(read_pairs(data / "wav.scp"))
     for utt in utts[::3] + [u for u in utts if u.startswith("zz-")]:  # a third: time
-        wave = load_audio(Utterance(utt, wav[utt]), RATE, resamplers)
-        alone = dict(zip(quality.FIELDS, one.forward([wave])[0].tolist()))
+        decoded, rate = decode_audio(Utterance(utt, wav[utt]))
+        wave = to_mono(Utterance(utt, wav[utt]), decoded, rate, RATE, resamplers)
+        alone = dict(zip(quality.FIELDS,
+                         one.forward([one.prepare_decoded(wave, decoded)])[0].tolist()))
         assert tables["dur"][utt] == pytest.approx(len(wave) / RATE, abs=1e-4)
         assert tables["level_dbfs"][utt] == pytest.approx(alone["level_dbfs"], abs=0.006)
         assert tables["clip_ratio"][utt] == pytest.approx(alone["clip_ratio"], abs=1e-6)
@@ -183,10 +199,46 @@ def test_stage_writes_the_tables(stage, extractor):
         assert tables["speech_ratio"][utt] == pytest.approx(alone["speech_ratio"], abs=2e-3)
         assert tables["snr_db"][utt] == pytest.approx(alone["snr_db"], abs=0.1)
     assert tables["clip_ratio"]["zz-clipped"] > 0.01
+    # Counted at 44.1 kHz in the channel that clipped: downmixed and resampled to 16 kHz, this
+    # recording is never at full scale.
+    left, _ = soundfile.read(data.parent / "made" / "zz-clipped-left.wav", dtype="int16")
+    at_rails = np.mean((left[:, 0] == 32767) | (left[:, 0] == -32768))
+    assert 0.05 < at_rails <= tables["clip_ratio"]["zz-clipped-left"] < at_rails + 1e-3
+    assert quality.clip_ratio(wave_of(data, "zz-clipped-left")) == 0.0
     # the recordings as published: a few samples of some touch 0.999 of full scale
-    assert max(v for u, v in tables["clip_ratio"].items() if u != "zz-clipped") < 1e-3
+    assert max(v for u, v in tables["clip_ratio"].items() if not u.startswith("zz-clipped")) < 1e-3
     assert abs(tables["snr_db"]["zz-noisy"] - 5.0) < 3.0
     assert tables["speech_ratio"]["zz-silence"] == 0.0
+
+
+def test_jobs_recorded_before_this_revision_run_again(tmp_path, stage_env):
+    """quality is at revision 2 (the clip ratio of the audio as decoded, no longer of the 16 kHz
+    downmix): a job whose record predates it (no revision in its config) is not reused."""
+    import json
+
+    data = make_data_dir(tmp_path / "data", keep={"arctic-aew-a0001", "jfk-inaugural1961"})
+    (data / "text").unlink()
+    out = tmp_path / "q"
+    run_stage(["--nj", 1, data, out], stage_env, script="compute_quality.sh")
+    done = out / "split1" / "done.1"
+    record = json.loads(done.read_text())
+    assert record["config"]["revision"] == 2
+    del record["config"]["revision"]  # as a job of an earlier speechdump recorded it
+    done.write_text(json.dumps(record))
+    proc = run_stage(["--nj", 1, data, out], stage_env, script="compute_quality.sh")
+    assert "job 1 ran: the toolkit's output changed in this speechdump (revision 1 -> 2)" \
+        in proc.stdout + proc.stderr
+    proc = run_stage(["--nj", 1, data, out], stage_env, script="compute_quality.sh")
+    assert "job 1 ran" not in proc.stdout + proc.stderr
+
+
+def wave_of(data, utt):
+    """The 16 kHz mono waveform of ``utt`` of ``data``, as every toolkit gets it."""
+    from speechdump.audio import ResamplerCache, load_audio
+    from speechdump.data import Utterance
+
+    return load_audio(Utterance(utt, dict(read_pairs(data / "wav.scp"))[utt]), RATE,
+                      ResamplerCache())
 
 
 def filter_dir(args, env):

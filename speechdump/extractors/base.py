@@ -205,6 +205,14 @@ class Extractor(abc.ABC):
     # single-threaded pass per core at once (needs ``concurrent_forward``). Declared from
     # bench/cpu_layout.py, never measured at run time, so a rerun makes the same choice.
     cpu_layout: str = "intra_op"
+    # Raised when the toolkit's output for the same audio, options, model and libraries changes
+    # (a measure corrected, a default changed): jobs of an earlier revision then run again
+    # instead of being reused. Recorded in a job's config from 2 on, so the records written
+    # before revisions existed stand for revision 1.
+    revision: int = 1
+    # True when the engine should call ``prepare_decoded`` with the audio as decoded (kept until
+    # then; otherwise freed before ``prepare``).
+    measures_decoded: bool = False
 
     @classmethod
     def check(cls, model: Optional[str], options: Dict[str, Any]) -> List[Stream]:
@@ -238,6 +246,12 @@ class Extractor(abc.ABC):
     @abc.abstractmethod
     def prepare(self, wave: np.ndarray) -> Any:
         ...
+
+    def prepare_decoded(self, wave: np.ndarray, decoded: np.ndarray) -> Any:
+        """``prepare`` for an extractor that also measures the audio as decoded
+        (``measures_decoded``; ``decoded``: ``[T, C]`` float32, the channels in use at the
+        file's own rate, before downmixing, resampling and trimming)."""
+        return self.prepare(wave)
 
     @abc.abstractmethod
     def cost(self, prepared: Any) -> float:

@@ -8,7 +8,7 @@ options, same regions); the measures are numpy over each utterance (``speechdump
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from speechdump.errors import OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FLOAT, VECTOR, Extractor, Stream
 from speechdump.extractors.silero_vad import SAMPLE_RATE, SileroVadExtractor, model_path
-from speechdump.quality import FIELDS, measure
+from speechdump.quality import FIELDS, clip_ratio, measure
 
 
 @register("quality")
@@ -41,11 +41,26 @@ class QualityExtractor(Extractor):
         self.vad = SileroVadExtractor(device=device, threshold=threshold,
                                       min_speech=min_speech, min_silence=min_silence, pad=pad)
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(wave, dtype=np.float32)
+    measures_decoded = True
+    revision = 2  # 2: the clip ratio of the audio as decoded, no longer of the 16 kHz downmix
 
-    def cost(self, wave: np.ndarray) -> float:
-        return max(len(wave), 1) / SAMPLE_RATE
+    def prepare(self, wave: np.ndarray) -> Item:
+        return self.prepare_decoded(wave, wave[:, None])
 
-    def forward(self, batch: List[np.ndarray]) -> List[np.ndarray]:
-        return [measure(wave, regions) for wave, regions in zip(batch, self.vad.forward(batch))]
+    def prepare_decoded(self, wave: np.ndarray, decoded: np.ndarray) -> Item:
+        # Clipping is counted where it happened: resampling rings a clipped stretch off the
+        # rails (a 44.1 kHz recording clipped on 3.8 % of its samples shows 2.2 % at 16 kHz),
+        # and a downmix halves a channel clipped alone.
+        return Item(np.ascontiguousarray(wave, dtype=np.float32), clip_ratio(decoded))
+
+    def cost(self, item: Item) -> float:
+        return max(len(item.wave), 1) / SAMPLE_RATE
+
+    def forward(self, batch: List[Item]) -> List[np.ndarray]:
+        regions = self.vad.forward([item.wave for item in batch])
+        return [measure(item.wave, r, item.clip_ratio) for item, r in zip(batch, regions)]
+
+
+class Item(NamedTuple):
+    wave: np.ndarray  # mono, 16 kHz
+    clip_ratio: float  # of the audio as decoded
