@@ -27,6 +27,8 @@ class QualityExtractor(Extractor):
     packages = ("silero-vad",)
     sample_rate = SAMPLE_RATE
     concurrent_forward = True
+    measures_decoded = True
+    revision = 2  # 2: the clip ratio of the audio as decoded, no longer of the 16 kHz downmix
 
     @classmethod
     def model_files(cls, model):
@@ -40,9 +42,6 @@ class QualityExtractor(Extractor):
                               f"wheel); got --model '{model}'")
         self.vad = SileroVadExtractor(device=device, threshold=threshold,
                                       min_speech=min_speech, min_silence=min_silence, pad=pad)
-
-    measures_decoded = True
-    revision = 2  # 2: the clip ratio of the audio as decoded, no longer of the 16 kHz downmix
 
     def prepare(self, wave: np.ndarray) -> Item:
         return self.prepare_decoded(wave, wave[:, None])
