@@ -186,6 +186,9 @@ class _Shard:
     def _next_until(self, index: int) -> Tuple[Optional[str], bytes]:
         try:
             for member in self.members:
+                # A streamed TarFile lists every member it passed: a shard of a million
+                # members would hold ~450 MB of them. Its iterator reads on past an empty list.
+                self.stream.members = []
                 if not member.isfile():
                     continue
                 data = self.stream.extractfile(member).read()

@@ -133,6 +133,21 @@ def test_a_gzipped_shard_is_streamed_once_when_read_in_order(corpora, monkeypatc
     assert len(opened) == len(set(opened)) == 2  # two shards, each opened once
 
 
+def test_a_streamed_shard_does_not_keep_the_members_it_passed(tmp_path):
+    """tarfile lists every member a stream passes; a shard of a million members would hold
+    them all while it is read."""
+    audio = (SAMPLES / dict(read_pairs(SAMPLES / "wav.scp"))[UTTS[0]]).read_bytes()
+    path = tmp_path / "many.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(3000):
+            add_member(tar, f"k{i:05d}.json", b"{}")
+        add_member(tar, "last.wav", audio)
+    shard = containers._Shard(str(path), keep=4)
+    assert shard.take(3000, "last.wav") == audio
+    assert len(shard.stream.members) <= 1
+    shard.close()
+
+
 @pytest.mark.kernels
 @pytest.mark.parametrize("name", ["tar", "tar.gz", "parquet"])
 def test_the_stage_on_shards_equals_the_plain_run_bit_for_bit(corpora, name, tmp_path, stage_env):
