@@ -867,3 +867,14 @@ def test_finish_data_prep(tmp_path):
     assert res.returncode == 1 and "none of the 1 recordings of x has a .txt file" in res.stderr
     res = run([tool("finish_data_prep.sh"), tmp])
     assert res.returncode == 1 and "Usage:" in res.stderr
+
+    # A corpus without transcripts (speakers only): no text read or written, an old one removed.
+    (tmp / "text").unlink()
+    write(tmp / "utt2spk", "s1-a s1\n")
+    write(data / "text", "s1-a STALE\n")
+    res = run([tool("finish_data_prep.sh"), "--text", "false", tmp, data, "x"])
+    assert res.returncode == 0, res.stderr
+    assert not (data / "text").exists()
+    assert "(1 recordings, 1 speakers, no transcripts)" in res.stdout
+    res = run([tool("finish_data_prep.sh"), "--text", "no", tmp, data, "x"])
+    assert res.returncode == 1 and "--text expects true or false, got 'no'" in res.stderr

@@ -5,11 +5,14 @@
 #   <tmp_dir>/text               "<utt> <transcript>" for the utterances that have one
 #   <tmp_dir>/no_text            "<utt>" for those that have none (kept in wav.scp, not in text)
 #   <tmp_dir>/speaker2gender     "<spk> m|f" for any speakers of the corpus (optional)
+# With --text false (a corpus without transcripts: speaker corpora), text and no_text are not
+# read and <data_dir> gets no text.
 set -euo pipefail
 
+text=true                 # false: the corpus has no transcripts
 missing_text=transcript   # what an utterance without text lacks, for the summary
-help_message="Usage: $0 [--missing_text <what>] <tmp_dir> <data_dir> <source>
-  <source> names the corpus part in messages; --missing_text <$missing_text>"
+help_message="Usage: $0 [--text true|false] [--missing_text <what>] <tmp_dir> <data_dir> <source>
+  <source> names the corpus part in messages; --text <$text>; --missing_text <$missing_text>"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 if [ $# -ne 3 ]; then
     echo "$help_message" >&2
@@ -21,9 +24,15 @@ for f in wav.scp utt2spk; do
     [ -f "$tmp/$f" ] || { echo "$me: $tmp/$f is missing" >&2; exit 1; }
 done
 mkdir -p "$data"
-touch "$tmp/text" "$tmp/no_text"
+tables=(wav.scp utt2spk)
+if [ "$text" = true ]; then
+    touch "$tmp/text" "$tmp/no_text"
+    tables+=(text)
+else
+    rm -f "$data/text"  # from an earlier preparation
+fi
 export LC_ALL=C
-for f in wav.scp utt2spk text; do sort "$tmp/$f" > "$data/$f"; done
+for f in "${tables[@]}"; do sort "$tmp/$f" > "$data/$f"; done
 dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
 [ -z "$dups" ] || { echo "$me: duplicate utterance ids in $source: $dups" >&2; exit 1; }
 # spk2utt sorted by speaker, whether or not speaker ids are prefixes of utterance ids.
@@ -40,6 +49,11 @@ if [ -f "$tmp/speaker2gender" ]; then
 fi
 
 n_wav=$(wc -l < "$data/wav.scp")
+if [ "$text" = false ]; then
+    echo "$me: prepared $data from $source ($n_wav recordings, $(wc -l < "$data/spk2utt")" \
+        "speakers, no transcripts)"
+    exit 0
+fi
 n_text=$(wc -l < "$data/text")
 if [ "$n_text" -eq 0 ]; then
     echo "$me: none of the $n_wav recordings of $source has a $missing_text" >&2

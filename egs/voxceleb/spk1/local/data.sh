@@ -106,18 +106,6 @@ if [ -n "$vox2" ]; then
             "(no --vox2 / VOXCELEB2: no cohort, no AS-norm)"
 fi
 
-# Sorts the tables of <tmp> into data dir <data> and writes spk2utt (no text: no
-# utils/finish_data_prep.sh, which wants one).
-finish() {
-    local tmp=$1 data=$2 source=$3 f dups
-    for f in wav.scp utt2spk; do sort -k1,1 "$tmp/$f" > "$data/$f"; done
-    dups=$(cut -d' ' -f1 "$data/wav.scp" | uniq -d | head -n 5 | tr '\n' ' ')
-    [ -z "$dups" ] || die "duplicate utterance ids in $source: $dups"
-    utils/utt2spk_to_spk2utt.pl "$data/utt2spk" | sort -k1,1 > "$data/spk2utt"
-    echo "$0: prepared $data from $source ($(wc -l < "$data/wav.scp") recordings," \
-        "$(wc -l < "$data/spk2utt") speakers)"
-}
-
 # Reads the files <...>/<spk>/<yt>/<nnnnn><ext> on stdin and writes into <tmp> one line per
 # file of wav.scp ("<utt> <path>"), utt2spk and rel ("<spk>/<yt>/<nnnnn><ext>").
 tables() {
@@ -149,7 +137,7 @@ for dir in "${wav_dirs[@]}"; do
     find -L "$dir" -mindepth 3 -maxdepth 3 -type f -name '*.wav'
 done | sort | tables .wav "$tmp"
 [ -s "$tmp/wav.scp" ] || die "no <spk>/<youtube id>/*.wav files under ${wav_dirs[*]}"
-finish "$tmp" "$data" "${wav_dirs[*]}"
+utils/finish_data_prep.sh --text false "$tmp" "$data" "${wav_dirs[*]}"
 
 # Every path of every list must be a file of the corpus: checked now, not after the extraction.
 mkdir -p "$data/trials"
@@ -198,4 +186,5 @@ find -L "$aac" -mindepth 3 -maxdepth 3 -type f -name '*.m4a' | sort \
 awk '{ print $1, "ffmpeg -nostdin -loglevel error -i " $2 " -f wav -ac 1 -ar 16000 - |" }' \
     "$tmp/wav.scp" > "$tmp/pipes"
 mv "$tmp/pipes" "$tmp/wav.scp"
-finish "$tmp" "$data" "$aac (the first $cohort_per_speaker recordings of each speaker)"
+utils/finish_data_prep.sh --text false "$tmp" "$data" \
+    "$aac (the first $cohort_per_speaker recordings of each speaker)"
