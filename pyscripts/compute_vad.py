@@ -45,9 +45,11 @@ def main(argv=None) -> int:
     if summary.no_speech:
         print(f"no speech found in {len(summary.no_speech)} utterances (ratio 0, no region, not "
               f"in {args.out_dir}/data): {listing(summary.no_speech)}")
-    if summary.split and os.path.exists(os.path.join(args.data_dir, "text")):
-        print(f"{len(summary.split)} utterances have several regions, each given the "
-              f"utterance's whole text in {args.out_dir}/data/text: {listing(summary.split)}")
+    if os.path.exists(os.path.join(args.data_dir, "text")):
+        print(f"{args.out_dir}/data has no text: a region holds part of its utterance's words, "
+              f"and which part is not known ({len(summary.split)} utterances are split into "
+              "several regions; even one region may have lost a short word), as Kaldi's "
+              "utils/data/subsegment_data_dir.sh writes no text without one of the pieces")
     return 0
 
 

@@ -30,7 +30,8 @@ python=python3
 help_message="Usage: $0 [options] <data_dir> <out_dir>
 Writes <out_dir>/segments (the speech regions, named <utt>-<start ms>-<end ms>),
 <out_dir>/utt2speech_ratio (speech seconds / duration of each utterance of <data_dir>/text, or
-wav.scp), <out_dir>/data (wav.scp, segments, utt2spk, spk2utt, text, utt2dur of the regions)
+wav.scp), <out_dir>/data (wav.scp, segments, utt2spk, spk2utt, utt2dur of the regions; no
+text: a region's words are not known)
 and <out_dir>/<tag>.scp (int32 [regions, 2]: start and end samples at 16 kHz per utterance).
 Utterances without speech get ratio 0 and no region, and are listed.
 Options:

@@ -8,12 +8,11 @@ A region of utterance ``U`` is named ``U-<start ms>-<end ms>`` (milliseconds fro
 2.7 hours). Its ``segments`` line is relative to ``U``'s recording: ``U`` itself where the data
 dir has no ``segments``, else ``U``'s recording, offset by ``U``'s start.
 
-The data dir of the regions keeps, for the utterances that have one or more, what Kaldi's
-``utils/subset_data_dir.sh`` keeps: ``wav.scp`` (their recordings), ``utt2spk`` and ``spk2utt``
-(each region its utterance's speaker), ``text`` (each region its utterance's text: the whole
-utterance's words, which a region of it may not all hold: :func:`write_outputs` returns the
-utterances split into several regions, for the caller to say so) and ``utt2dur`` (the
-regions' lengths).
+The data dir of the regions keeps, for the utterances that have one or more: ``wav.scp`` (their
+recordings), ``utt2spk`` and ``spk2utt`` (each region its utterance's speaker) and ``utt2dur``
+(the regions' lengths). It has no ``text``, as Kaldi's ``utils/data/subsegment_data_dir.sh``
+writes none without a text of the pieces: a region holds part of its utterance's words, and
+which part is not known (even a single region may have lost a short word the VAD dropped).
 """
 
 from __future__ import annotations
@@ -113,22 +112,19 @@ def _write_data_dir(data_dir: str, new_dir: str, lines, region2utt: Dict[str, st
     write_table(os.path.join(new_dir, "wav.scp"), ((r, wav[r]) for r in recordings))
     write_table(os.path.join(new_dir, "segments"), ((r, f"{c} {s} {e}") for r, c, s, e in lines))
     write_table(os.path.join(new_dir, "utt2dur"), ((r, durations[r]) for r, *_ in lines))
-    for name in ("utt2spk", "text"):
-        path = os.path.join(data_dir, name)
-        if not os.path.exists(path):
-            continue
-        table = read_table(path)
-        absent = next((region2utt[r] for r, *_ in lines if region2utt[r] not in table), None)
-        if absent is not None:
-            raise DataDirError(f"{path} has no line for '{absent}'")
-        write_table(os.path.join(new_dir, name),
-                    ((r, table[region2utt[r]]) for r, *_ in lines))
-        if name == "utt2spk":
-            spk2utt: Dict[str, List[str]] = {}
-            for r, *_ in lines:
-                spk2utt.setdefault(table[region2utt[r]], []).append(r)
-            write_table(os.path.join(new_dir, "spk2utt"),
-                        ((s, " ".join(spk2utt[s])) for s in sorted(spk2utt)))
+    path = os.path.join(data_dir, "utt2spk")
+    if not os.path.exists(path):
+        return
+    utt2spk = read_table(path)
+    absent = next((region2utt[r] for r, *_ in lines if region2utt[r] not in utt2spk), None)
+    if absent is not None:
+        raise DataDirError(f"{path} has no line for '{absent}'")
+    write_table(os.path.join(new_dir, "utt2spk"), ((r, utt2spk[region2utt[r]]) for r, *_ in lines))
+    spk2utt: Dict[str, List[str]] = {}
+    for r, *_ in lines:
+        spk2utt.setdefault(utt2spk[region2utt[r]], []).append(r)
+    write_table(os.path.join(new_dir, "spk2utt"),
+                ((s, " ".join(spk2utt[s])) for s in sorted(spk2utt)))
 
 
 # ----------------------------------------------------------------- trimming before an extractor
