@@ -160,7 +160,7 @@ def _exact(duration: float, frames: int, frame_shift: float, features: bool) -> 
     return seconds_to_frames(duration, frame_shift) >= frames
 
 
-def _duration(utt: str, audio: float, temporal: Sequence[Tuple[int, float, bool]]) -> float:
+def cut_duration(utt: str, audio: float, temporal: Sequence[Tuple[int, float, bool]]) -> float:
     """The cut's duration: the audio's, else the span of its frames (see the module doc)."""
     if all(_exact(audio, n, shift, feats) for n, shift, feats in temporal):
         return audio
@@ -229,7 +229,7 @@ def export(data_dir: str, out_dirs: Sequence[str], manifest_dir: str,
         shapes = {s.name: _frames(s.table[utt]) for s in sources}
         temporal = [(shapes[s.name][0], s.stream.frame_shift, s is feats) for s in sources
                     if s.stream.shape != VECTOR]
-        duration = _duration(utt, audio, temporal)
+        duration = cut_duration(utt, audio, temporal)
         custom = {}
         for s in sources:
             if s is feats:

@@ -497,8 +497,7 @@ class _SharShards:
         from lhotse.array import Array, TemporalArray
         from lhotse.shar.utils import to_shar_placeholder
 
-        from speechdump.lhotse_export import FEATURE_RATE
-        from speechdump.lhotse_export import _duration as cut_duration
+        from speechdump.lhotse_export import FEATURE_RATE, cut_duration
 
         temporal = [(arrays[s.stem].shape[0], s.stream.frame_shift, s.stem == self.features)
                     for s in self.streams if s.stream.frame_level]
