@@ -20,7 +20,7 @@ from speechdump import engine
 from speechdump.audio import UtteranceError
 from speechdump.data import Utterance, read_table
 from speechdump.extractors import load_extractor
-from speechdump.extractors.ssl import _to_numpy
+from speechdump.extractors.ssl import arrays_of
 from speechdump.job import run_job
 
 hf_logging.disable_progress_bar()
@@ -132,7 +132,7 @@ def test_outputs_cross_to_numpy_as_float32_arrays_of_their_own():
     items = [{"layer0": hidden[0, :5], "layer1": hidden[0, :5].mean(0)},
              {"layer0": hidden[1, :7], "layer1": hidden[1, :7].mean(0)},
              {"layer0": hidden[2, :2], "layer1": hidden[2, :2].mean(0)}]
-    outputs = _to_numpy(items)
+    outputs = arrays_of(items)
     for item, out in zip(items, outputs):
         assert out.keys() == item.keys()
         for name, tensor in item.items():

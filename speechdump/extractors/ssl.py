@@ -387,7 +387,7 @@ class SSLExtractor(Extractor):
             if self.mode is not None:
                 return forward_windows(self, batch, lambda waves: self._encode(
                     self._normalise(waves)), equal_only=not self.maskable)
-            return _to_numpy([{f"layer{n}": h if self.pool == "none" else self._pooled(h)
+            return arrays_of([{f"layer{n}": h if self.pool == "none" else self._pooled(h)
                                for n, h in states.items()} for states in self._encode(batch)])
 
 
@@ -404,14 +404,14 @@ def forward_windows(extractor, batch: List[windows.Windows], encode: windows.Enc
                                   extractor.unit, rate, **plan)
     else:
         states = windows.pooled(batch, encode, extractor.pool, rate, **plan)
-    outputs = _to_numpy([{f"layer{n}": h for n, h in sorted(item.items())} for item in states])
+    outputs = arrays_of([{f"layer{n}": h for n, h in sorted(item.items())} for item in states])
     if extractor.mode != windows.STITCHED:
         for item, out in zip(batch, outputs):
             out["times"] = item.times(rate)
     return outputs
 
 
-def _to_numpy(items: List[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
+def arrays_of(items: List[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
     """Each item's tensors as float32 arrays, one copy to the host per item.
 
     On a GPU, copying each tensor alone costs a transfer and a synchronisation per item and

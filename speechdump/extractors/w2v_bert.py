@@ -44,7 +44,7 @@ from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Stream
-from speechdump.extractors.ssl import (POOLS, WINDOWED_ENCODER_OPTIONS, _to_numpy, forward_windows,
+from speechdump.extractors.ssl import (POOLS, WINDOWED_ENCODER_OPTIONS, arrays_of, forward_windows,
                                        keep_layers, layer_streams, parse_layers)
 from speechdump.lazy import torch
 
@@ -182,7 +182,7 @@ class W2vBertExtractor(Extractor):
             if self.mode is not None:
                 return forward_windows(self, batch, lambda waves: self._encode(
                     [self._features(w) for w in waves]))
-            return _to_numpy([{f"layer{n}": self._pooled(h) for n, h in states.items()}
+            return arrays_of([{f"layer{n}": self._pooled(h) for n, h in states.items()}
                               for states in self._encode(batch)])
 
     def _pooled(self, h: torch.Tensor) -> torch.Tensor:

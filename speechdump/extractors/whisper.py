@@ -58,7 +58,7 @@ from speechdump import hf_models, windows
 from speechdump.errors import ModelError, OptionError
 from speechdump.extractors import register
 from speechdump.extractors.base import FRAMES, VECTOR, Extractor, Option, Stream, positive
-from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, _to_numpy, forward_windows,
+from speechdump.extractors.ssl import (LAYERS, POOL, POOLS, arrays_of, forward_windows,
                                        keep_layers, layer_streams, parse_layers)
 from speechdump.lazy import torch
 from speechdump.windows import stitch_bounds, window_starts
@@ -251,7 +251,7 @@ class WhisperExtractor(Extractor):
                     raise RuntimeError(f"whisper: stitched {len(frames[self.layers[0]])} frames "
                                        f"where the utterance has {item.total}")
                 outputs.append({f"layer{n}": self._pooled(h) for n, h in frames.items()})
-            return _to_numpy(outputs)
+            return arrays_of(outputs)
 
     def _pooled(self, h: torch.Tensor) -> torch.Tensor:
         if self.pool == "none":
