@@ -258,6 +258,7 @@ def test_a_parquet_file_is_opened_once_for_all_its_row_groups(tmp_path, monkeypa
     assert opened == [str(path)]
 
 
+@pytest.mark.kernels
 def test_a_row_group_a_loader_falls_behind_on_is_read_once(tmp_path, monkeypatch):
     """Loader threads ask a few rows at once, not always in order: one held up on the last row
     of a group while the others read on. Announced (as a job announces its utterances), the
