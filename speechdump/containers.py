@@ -318,11 +318,10 @@ class _RowGroups:
                 del self._unread[announced]
                 return
         self._groups[key] = column
-        held = [k for k in self._groups if (k[0], k[3]) in self._unread]
-        for k in held[:max(0, len(held) - self._hold)]:
-            del self._groups[k]
-        others = [k for k in self._groups if (k[0], k[3]) not in self._unread]
-        for k in others[:max(0, len(others) - self._keep)]:
+        held, others = [], []  # oldest first
+        for k in self._groups:
+            (held if (k[0], k[3]) in self._unread else others).append(k)
+        for k in held[:max(0, len(held) - self._hold)] + others[:max(0, len(others) - self._keep)]:
             del self._groups[k]
 
     def _file(self, version: tuple):
